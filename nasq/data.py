@@ -1,0 +1,298 @@
+"""Datasets: the offline Fashion-MNIST IDX files and TFDS, one in-memory pipeline.
+
+Every dataset becomes three uint8 NHWC splits held in host memory: ``train`` and ``val``
+(carved from the official training set by a seeded permutation; validation drives the
+search) and ``test`` (the official test set, for final evaluation only). Normalization
+statistics come from the ``train`` split. Augmentation (random crop + flip for CIFAR and
+STL-10) runs inside the jitted training step (``nasq.train``), keyed by the step.
+
+Batching is deterministic: the order of an epoch is a function of (seed, epoch) alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+from collections.abc import Iterator
+
+import ml_collections
+import numpy as np
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+SOURCES = ("idx", "tfds")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What nasq knows about a dataset."""
+
+  input_shape: tuple[int, int, int]
+  num_classes: int
+  augment: str  # "none" or "crop_flip"
+  crop_padding: int  # zero padding before the random crop
+  sources: tuple[str, ...]
+  tfds_name: str
+  tfds_test_split: str = "test"
+
+
+DATASETS: dict[str, DatasetInfo] = {
+  "fashion_mnist": DatasetInfo(
+    (28, 28, 1), 10, "none", 0, ("idx", "tfds"), "fashion_mnist"
+  ),
+  "mnist": DatasetInfo((28, 28, 1), 10, "none", 0, ("tfds",), "mnist"),
+  "cifar10": DatasetInfo((32, 32, 3), 10, "crop_flip", 4, ("tfds",), "cifar10"),
+  "cifar100": DatasetInfo((32, 32, 3), 100, "crop_flip", 4, ("tfds",), "cifar100"),
+  "stl10": DatasetInfo((96, 96, 3), 10, "crop_flip", 12, ("tfds",), "stl10"),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """The dataset's files are not on this machine."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  images: np.ndarray  # uint8 [N, H, W, C]
+  labels: np.ndarray  # int32 [N]
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Train / validation / test splits and what the training step needs to know."""
+
+  name: str
+  train: Split
+  val: Split
+  test: Split
+  num_classes: int
+  mean: tuple[float, ...]  # per-channel, of images scaled to [0, 1]
+  std: tuple[float, ...]
+  augment: str
+  crop_padding: int
+
+  @property
+  def input_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+  def train_and_val(self) -> Split:
+    """Training and validation together, for the final retraining of a model."""
+    return Split(
+      np.concatenate([self.train.images, self.val.images]),
+      np.concatenate([self.train.labels, self.val.labels]),
+    )
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "fashion_mnist"  # One of nasq.data.DATASETS.
+  c.source = "idx"  # "idx" (offline Fashion-MNIST files) or "tfds".
+  c.data_dir = ""  # IDX folder or TFDS data_dir; "" for the default location.
+  c.download = False  # Let TFDS download and prepare the dataset if missing.
+  c.val_size = 10_000  # Validation examples carved from the training set.
+  c.train_size = 0  # Keep only this many training examples (0: all); for quick runs.
+  c.test_size = 0  # Keep only this many test examples (0: all); for quick runs.
+  c.seed = 0  # Seed of the train/validation split.
+  return c
+
+
+# --- IDX files ---------------------------------------------------------------------------
+
+_IDX_DTYPES = {
+  0x08: np.uint8,
+  0x09: np.int8,
+  0x0B: ">i2",
+  0x0C: ">i4",
+  0x0D: ">f4",
+  0x0E: ">f8",
+}
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Reads an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    data = f.read()
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+    raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
+  ndim = data[3]
+  dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+  dtype = np.dtype(_IDX_DTYPES[data[2]])
+  body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
+  if body.size != int(np.prod(dims)):
+    raise ValueError(
+      f"{path}: header says {dims} ({int(np.prod(dims))} values) but the "
+      f"file holds {body.size}"
+    )
+  return body.reshape(dims)
+
+
+def load_fashion_mnist_idx(data_dir: str = "") -> tuple[Split, Split]:
+  """The official (train, test) splits from the IDX files of Debian's package."""
+  data_dir = data_dir or FASHION_MNIST_DIR
+  splits = []
+  for prefix in ("train", "t10k"):
+    paths = [
+      os.path.join(data_dir, f"{prefix}-{kind}-ubyte.gz")
+      for kind in ("images-idx3", "labels-idx1")
+    ]
+    for p in paths:
+      if not os.path.exists(p) and not os.path.exists(p[:-3]):
+        raise DatasetNotFoundError(
+          f"Fashion-MNIST file {p} not found. Install the offline copy with "
+          f"`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), point "
+          f"data.data_dir at a folder holding the four IDX files, or use "
+          f"data.source='tfds' with a network."
+        )
+    paths = [p if os.path.exists(p) else p[:-3] for p in paths]
+    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    if images.ndim != 3 or labels.shape != images.shape[:1]:
+      raise ValueError(f"unexpected IDX shapes {images.shape}, {labels.shape}")
+    splits.append(Split(images[..., None].astype(np.uint8), labels.astype(np.int32)))
+  return splits[0], splits[1]
+
+
+# --- TFDS --------------------------------------------------------------------------------
+
+
+def _tfds_split(name: str, split: str, data_dir: str, download: bool) -> Split:
+  import tensorflow_datasets as tfds  # heavy import, only when used
+
+  try:
+    source = tfds.data_source(
+      name, split=split, data_dir=data_dir or None, download=download
+    )
+  except Exception as e:  # tfds raises several types for a dataset that is not there
+    if download:
+      raise
+    raise DatasetNotFoundError(
+      f"TFDS dataset {name!r} (split {split!r}) is not prepared in "
+      f"{data_dir or 'the default TFDS data_dir'}: set data.download=True on a machine "
+      f"with a network, or data.data_dir to where it was prepared ({e})"
+    ) from e
+  examples = [source[i] for i in range(len(source))]
+  images = np.stack([np.asarray(ex["image"], np.uint8) for ex in examples])
+  labels = np.asarray([int(ex["label"]) for ex in examples], np.int32)
+  return Split(images, labels)
+
+
+def load_tfds(
+  name: str, data_dir: str = "", download: bool = False
+) -> tuple[Split, Split]:
+  """The official (train, test) splits of a TFDS dataset, through ``tfds.data_source``
+  (ArrayRecord; no TensorFlow needed)."""
+  info = DATASETS[name]
+  return (
+    _tfds_split(info.tfds_name, "train", data_dir, download),
+    _tfds_split(info.tfds_name, info.tfds_test_split, data_dir, download),
+  )
+
+
+# --- assembling a Dataset ----------------------------------------------------------------
+
+
+def carve_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Split]:
+  """Splits ``train`` into (train, validation) by a seeded permutation."""
+  if not 0 < val_size < len(train):
+    raise ValueError(f"data.val_size must be in (0, {len(train)}), got {val_size}")
+  perm = np.random.default_rng(seed).permutation(len(train))
+  val_idx, train_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
+  return (
+    Split(train.images[train_idx], train.labels[train_idx]),
+    Split(train.images[val_idx], train.labels[val_idx]),
+  )
+
+
+def make_dataset(
+  name: str,
+  train: Split,
+  test: Split,
+  val_size: int,
+  seed: int,
+  train_size: int = 0,
+  test_size: int = 0,
+) -> Dataset:
+  """A ``Dataset`` from official splits: validation carved, statistics computed."""
+  info = DATASETS[name]
+  if train.images.shape[1:] != info.input_shape:
+    raise ValueError(
+      f"{name}: images are {train.images.shape[1:]}, expected {info.input_shape}"
+    )
+  train, val = carve_validation(train, val_size, seed)
+  if train_size:
+    train = Split(train.images[:train_size], train.labels[:train_size])
+  if test_size:
+    test = Split(test.images[:test_size], test.labels[:test_size])
+  pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
+  mean, std = pixels.mean(0), pixels.std(0)
+  return Dataset(
+    name,
+    train,
+    val,
+    test,
+    info.num_classes,
+    tuple(float(m) for m in mean),
+    tuple(float(max(s, 1e-3)) for s in std),
+    info.augment,
+    info.crop_padding,
+  )
+
+
+def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
+  """Loads the dataset described by a ``data`` config (see ``default_config``)."""
+  if config.name not in DATASETS:
+    raise ValueError(f"data.name must be one of {sorted(DATASETS)}, got {config.name!r}")
+  info = DATASETS[config.name]
+  if config.source not in info.sources:
+    raise ValueError(
+      f"data.source for {config.name} must be one of {info.sources}, got "
+      f"{config.source!r}"
+    )
+  if config.source == "idx":
+    train, test = load_fashion_mnist_idx(config.data_dir)
+  else:
+    train, test = load_tfds(config.name, config.data_dir, config.download)
+  return make_dataset(
+    config.name,
+    train,
+    test,
+    config.val_size,
+    config.seed,
+    config.train_size,
+    config.test_size,
+  )
+
+
+# --- batching ----------------------------------------------------------------------------
+
+
+def train_batches(
+  split: Split, batch_size: int, seed: int, epoch: int
+) -> Iterator[dict[str, np.ndarray]]:
+  """Shuffled full batches of one epoch (the last partial batch is dropped)."""
+  if not 0 < batch_size <= len(split):
+    raise ValueError(f"train.batch_size must be in [1, {len(split)}], got {batch_size}")
+  perm = np.random.default_rng([seed, epoch]).permutation(len(split))
+  for start in range(0, len(split) - batch_size + 1, batch_size):
+    idx = np.sort(perm[start : start + batch_size])  # sorted: faster gathers, same batch
+    yield {"image": split.images[idx], "label": split.labels[idx]}
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  """All examples in order, in batches of exactly ``batch_size`` (the last one padded,
+  with ``mask`` marking the real examples), so evaluation compiles once."""
+  n = len(split)
+  for start in range(0, n, batch_size):
+    images = split.images[start : start + batch_size]
+    labels = split.labels[start : start + batch_size]
+    mask = np.ones(len(labels), bool)
+    pad = batch_size - len(labels)
+    if pad:
+      images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.uint8)])
+      labels = np.concatenate([labels, np.zeros(pad, np.int32)])
+      mask = np.concatenate([mask, np.zeros(pad, bool)])
+    yield {"image": images, "label": labels, "mask": mask}

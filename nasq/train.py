@@ -1,0 +1,319 @@
+"""Quantization-aware training and evaluation of one architecture.
+
+``train_step`` and ``eval_step`` are pure; their collaborators (model, optimizer,
+normalization constants) are bound by keyword and the result jitted. Randomness (data
+augmentation) enters as a key folded with the step number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+from nasq import costs as costs_lib
+from nasq import data as data_lib
+from nasq.models import build_model, init_variables
+from nasq.quant import QuantConfig
+
+Array = jax.Array
+PRNGKey = jax.Array
+Batch = dict[str, Array]
+STATUS_OK, STATUS_FAILED = "ok", "failed"
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Training schedule of one candidate."""
+  c = ml_collections.ConfigDict()
+  c.epochs = 10  # Passes over the training split.
+  c.batch_size = 128  # Training batch size.
+  c.eval_batch_size = 1000  # Evaluation batch size (last batch padded, masked).
+  c.optimizer = "adamw"  # "adamw" or "sgd" (Nesterov momentum 0.9).
+  c.learning_rate = 3e-3  # Peak learning rate (linear warmup, then cosine to 0).
+  c.warmup_epochs = 1.0  # Linear warmup length, in epochs.
+  c.weight_decay = 5e-4  # Decoupled weight decay on conv/dense kernels only.
+  c.label_smoothing = 0.0  # Label smoothing of the cross-entropy.
+  c.seed = 0  # Initialization, shuffling and augmentation seed.
+  c.final = False  # True: train on train+validation and report test accuracy.
+  c.progress = True  # Show a progress bar.
+  return c
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What training one candidate produced. ``status`` is ``ok`` or ``failed``."""
+
+  status: str
+  val_accuracy: float | None
+  test_accuracy: float | None
+  train_loss: float | None
+  epochs_completed: int
+  wall_time_s: float
+  costs: dict[str, int]
+  failure_reason: str = ""
+  epoch_metrics: list[dict[str, float]] = dataclasses.field(default_factory=list)
+  variables: Any = dataclasses.field(default=None, repr=False)
+
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(dataclasses.replace(self, variables=None))
+    d.pop("variables")
+    return d
+
+
+# --- pure steps --------------------------------------------------------------------------
+
+
+def normalize(images: Array, *, mean: Array, std: Array) -> Array:
+  return (images.astype(jnp.float32) / 255.0 - mean) / std
+
+
+def augment_crop_flip(images: Array, key: PRNGKey, padding: int) -> Array:
+  """Per-image random crop (after zero padding) and horizontal flip."""
+  n, h, w, _ = images.shape
+  k_off, k_flip = jax.random.split(key)
+  padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  offsets = jax.random.randint(k_off, (n, 2), 0, 2 * padding + 1)
+  crop = jax.vmap(
+    lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, im.shape[-1]))
+  )
+  images = crop(padded, offsets)
+  flip = jax.random.bernoulli(k_flip, 0.5, (n, 1, 1, 1))
+  return jnp.where(flip, images[:, :, ::-1], images)
+
+
+def train_step(
+  state: TrainState,
+  batch: Batch,
+  key: PRNGKey,
+  *,
+  model: Any,
+  mean: Array,
+  std: Array,
+  augment: str,
+  crop_padding: int,
+  label_smoothing: float,
+) -> tuple[TrainState, dict[str, Array]]:
+  """One optimizer step on one batch."""
+  images = normalize(batch["image"], mean=mean, std=std)
+  if augment == "crop_flip":
+    images = augment_crop_flip(images, jax.random.fold_in(key, state.step), crop_padding)
+  num_classes = model.arch.num_classes
+  targets = optax.smooth_labels(
+    jax.nn.one_hot(batch["label"], num_classes), label_smoothing
+  )
+
+  def loss_fn(params):
+    logits, updates = model.apply(
+      {"params": params, "batch_stats": state.batch_stats},
+      images,
+      train=True,
+      mutable=["batch_stats"],
+    )
+    loss = optax.softmax_cross_entropy(logits, targets).mean()
+    return loss, (logits, updates)
+
+  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    state.params
+  )
+  state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+  return state, {"loss": loss, "accuracy": accuracy}
+
+
+def eval_step(
+  state: TrainState, batch: Batch, *, model: Any, mean: Array, std: Array
+) -> dict[str, Array]:
+  """Sums of correct predictions and losses over the real (masked) examples."""
+  logits = model.apply(
+    {"params": state.params, "batch_stats": state.batch_stats},
+    normalize(batch["image"], mean=mean, std=std),
+    train=False,
+  )
+  mask = batch["mask"]
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  correct = (jnp.argmax(logits, -1) == batch["label"]) & mask
+  return {
+    "correct": correct.sum(),
+    "loss": jnp.where(mask, loss, 0.0).sum(),
+    "count": mask.sum(),
+  }
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+
+def make_optimizer(
+  config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.GradientTransformation:
+  """Optimizer with linear warmup and cosine decay to zero over the whole run."""
+  if config.optimizer not in OPTIMIZERS:
+    raise ValueError(
+      f"train.optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}"
+    )
+  total = max(1, config.epochs * steps_per_epoch)
+  warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
+  schedule = optax.warmup_cosine_decay_schedule(
+    0.0, config.learning_rate, warmup, total, 0.0
+  )
+  kernels_only = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  if config.optimizer == "adamw":
+    return optax.adamw(schedule, weight_decay=config.weight_decay, mask=kernels_only)
+  return optax.chain(
+    optax.add_decayed_weights(config.weight_decay, mask=kernels_only),
+    optax.sgd(schedule, momentum=0.9, nesterov=True),
+  )
+
+
+def evaluate(
+  state: TrainState, split: data_lib.Split, eval_fn: Callable, batch_size: int
+) -> tuple[float, float]:
+  """(accuracy, mean loss) over a whole split."""
+  totals = None
+  for batch in data_lib.eval_batches(split, batch_size):
+    out = eval_fn(state, batch)
+    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+  totals = jax.device_get(totals)
+  return float(totals["correct"] / totals["count"]), float(
+    totals["loss"] / totals["count"]
+  )
+
+
+def train_and_evaluate(
+  architecture: Any,
+  quantization: QuantConfig,
+  data: data_lib.Dataset,
+  config: ml_collections.ConfigDict,
+  *,
+  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+  """Trains ``architecture`` with fake-quantized weights and evaluates it.
+
+  With ``config.final`` False it trains on ``data.train`` and reports validation
+  accuracy (the search's signal; the test split is not touched). With ``config.final``
+  True it trains on train+validation and reports test accuracy.
+
+  A run whose loss becomes NaN/inf, or that fails in XLA (for example out of memory),
+  ends early with status ``failed`` and the reason; it never raises for those.
+  """
+  start = time.perf_counter()
+  costs = costs_lib.compute_costs(
+    architecture, quantization.weight_bits, quantization.activation_bits
+  ).summary()
+  model = build_model(architecture, quantization.weight_bits)
+  train_split = data.train_and_val() if config.final else data.train
+  steps_per_epoch = len(train_split) // config.batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(
+      f"train.batch_size {config.batch_size} exceeds the "
+      f"{len(train_split)} training examples"
+    )
+  tx = make_optimizer(config, steps_per_epoch)
+  mean, std = jnp.asarray(data.mean), jnp.asarray(data.std)
+  step_fn = jax.jit(
+    functools.partial(
+      train_step,
+      model=model,
+      mean=mean,
+      std=std,
+      augment=data.augment,
+      crop_padding=data.crop_padding,
+      label_smoothing=config.label_smoothing,
+    ),
+    donate_argnums=0,
+  )
+  eval_fn = jax.jit(functools.partial(eval_step, model=model, mean=mean, std=std))
+  key = jax.random.key(config.seed)
+  init_key, aug_key = jax.random.split(key)
+
+  result = TrainResult(STATUS_OK, None, None, None, 0, 0.0, costs)
+  state = None
+  try:
+    variables = init_variables(model, data.input_shape, init_key)
+    state = TrainState.create(
+      apply_fn=model.apply,
+      params=variables["params"],
+      batch_stats=variables["batch_stats"],
+      tx=tx,
+    )
+    bar = _progress(config, config.epochs * steps_per_epoch, architecture)
+    for epoch in range(config.epochs):
+      loss_sum, acc_sum = jnp.zeros(()), jnp.zeros(())
+      for batch in data_lib.train_batches(
+        train_split, config.batch_size, config.seed, epoch
+      ):
+        state, metrics = step_fn(state, batch, aug_key)
+        loss_sum, acc_sum = loss_sum + metrics["loss"], acc_sum + metrics["accuracy"]
+        if bar is not None:
+          bar.update(1)
+      train_loss = float(loss_sum) / steps_per_epoch
+      epoch_metrics = {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "train_accuracy": float(acc_sum) / steps_per_epoch,
+      }
+      if not math.isfinite(train_loss):
+        result = dataclasses.replace(
+          result,
+          status=STATUS_FAILED,
+          epochs_completed=epoch + 1,
+          failure_reason=f"non-finite training loss ({train_loss}) in epoch {epoch + 1}",
+        )
+        break
+      if not config.final:
+        epoch_metrics["val_accuracy"], epoch_metrics["val_loss"] = evaluate(
+          state, data.val, eval_fn, config.eval_batch_size
+        )
+      result.epoch_metrics.append(epoch_metrics)
+      result = dataclasses.replace(
+        result,
+        epochs_completed=epoch + 1,
+        train_loss=train_loss,
+        val_accuracy=epoch_metrics.get("val_accuracy"),
+      )
+      if bar is not None:
+        bar.set_postfix(
+          {k: round(v, 4) for k, v in epoch_metrics.items() if k != "epoch"}
+        )
+      if on_epoch is not None:
+        on_epoch(epoch + 1, epoch_metrics)
+    if bar is not None:
+      bar.close()
+    if result.status == STATUS_OK and config.final:
+      test_accuracy, _ = evaluate(state, data.test, eval_fn, config.eval_batch_size)
+      result = dataclasses.replace(result, test_accuracy=test_accuracy)
+  except (jax.errors.JaxRuntimeError, MemoryError, FloatingPointError) as e:
+    result = dataclasses.replace(
+      result, status=STATUS_FAILED, failure_reason=f"{type(e).__name__}: {e}"[:2000]
+    )
+  if state is not None and result.status == STATUS_OK:
+    result.variables = {"params": state.params, "batch_stats": state.batch_stats}
+  result.wall_time_s = time.perf_counter() - start
+  return result
+
+
+def _progress(config: ml_collections.ConfigDict, total: int, architecture: Any):
+  if not config.progress:
+    return None
+  from tqdm.auto import tqdm
+
+  return tqdm(
+    total=total,
+    desc=f"train {architecture.to_string()[:40]}",
+    unit="step",
+    leave=False,
+    dynamic_ncols=True,
+  )

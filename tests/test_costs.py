@@ -1,0 +1,124 @@
+"""Costs against independent counts: the built Flax model, the traced forward pass,
+hand-derived figures and NAS-Bench-201's published numbers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nasq import costs
+from nasq.models import build_model
+from nasq.spaces import MacroSpace, NB201Space, macro
+
+
+def _sub_jaxprs(eqn):
+  for v in eqn.params.values():
+    for item in v if isinstance(v, (list, tuple)) else [v]:
+      if hasattr(item, "eqns"):
+        yield item
+      elif hasattr(item, "jaxpr") and hasattr(item.jaxpr, "eqns"):
+        yield item.jaxpr
+
+
+def traced_macs(jaxpr) -> int:
+  """MACs of every convolution and matmul in a jaxpr (batch 1), from shapes alone."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "conv_general_dilated":
+      out = eqn.outvars[0].aval.shape  # NHWC
+      kh, kw, cin_per_group, _ = eqn.invars[1].aval.shape  # HWIO
+      total += int(np.prod(out)) * kh * kw * cin_per_group
+    elif name == "dot_general":
+      (contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      total += int(np.prod(eqn.outvars[0].aval.shape)) * int(
+        np.prod([lhs[d] for d in contract])
+      )
+    for sub in _sub_jaxprs(eqn):
+      total += traced_macs(sub)
+  return total
+
+
+def model_counts(arch, bits):
+  """(params, MACs) of the built model, from one trace of its initialization, which runs
+  the forward pass in inference mode on one image."""
+  model = build_model(arch, bits)
+  closed, shapes = jax.make_jaxpr(
+    lambda: model.init(jax.random.key(0), jnp.zeros((1, *arch.input_shape)), train=False),
+    return_shape=True,
+  )()
+  params = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes["params"]))
+  return params, traced_macs(closed.jaxpr)
+
+
+@pytest.mark.parametrize("space", [MacroSpace(), NB201Space()], ids=["macro", "nb201"])
+def test_params_and_macs_match_the_model_on_500_architectures(space):
+  rng = np.random.default_rng(0)
+  for _ in range(500):
+    arch = space.sample(rng)
+    c = costs.compute_costs(arch, 4)
+    assert model_counts(arch, 4) == (c.params, c.macs), arch.to_string()
+
+
+def test_mixed_precision_space_params_and_sizes():
+  config = macro.default_config()
+  config.weight_bits_choices = (2, 4, 8)
+  space = MacroSpace(config)
+  rng = np.random.default_rng(1)
+  for _ in range(20):
+    arch = space.sample(rng)
+    c = costs.compute_costs(arch, 8)
+    assert model_counts(arch, 8) == (c.params, c.macs)
+    expected = 0
+    for u in c.layers:
+      layer_bits = {
+        layer.weight_bits for i, layer in enumerate(arch.layers) if f"layer{i}" == u.name
+      }
+      if u.kernel_params:
+        assert u.weight_bits == (layer_bits.pop() if layer_bits else 8)
+        expected += u.kernel_params * u.weight_bits + u.quant_channels * 32
+      expected += (u.params - u.kernel_params) * 32
+    assert c.model_size_bits == expected
+
+
+def test_hand_derived_small_network():
+  space = macro.space_for_string("conv3:s1:c8 maxpool:s2 dwsep3:s1:c16", (4, 4, 1), 10)
+  arch = space.parse("conv3:s1:c8 maxpool:s2 dwsep3:s1:c16")
+  c = costs.compute_costs(arch, weight_bits=4, activation_bits=8)
+  # conv 3x3x1x8 + BN(8); dw 3x3x8 + BN(8), pw 8x16 + BN(16); dense 16x10 + 10.
+  assert c.params == (72 + 16) + (72 + 16 + 128 + 32) + (160 + 10) == 506
+  assert c.macs == 16 * 72 + 4 * 72 + 4 * 128 + 160 == 2112
+  kernels, scales, others = 72 + 72 + 128 + 160, 8 + 8 + 16 + 10, 16 + 16 + 32 + 10
+  assert c.model_size_bits == kernels * 4 + scales * 32 + others * 32 == 5440
+  # Largest live set: the 2x2 pooling layer's input (4*4*8) and output (2*2*8).
+  assert c.peak_activation_bytes == 128 + 32
+  assert costs.compute_costs(arch, 32, 32).model_size_bits == 506 * 32
+  assert costs.compute_costs(arch, 32, 32).peak_activation_bytes == 160 * 4
+
+
+@pytest.mark.parametrize(
+  "cell, params, mmacs",
+  [
+    # NAS-Bench-201's published CIFAR-10 costs: the largest and the smallest cell.
+    (
+      "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+      "nor_conv_3x3~2|",
+      1_531_546,
+      220.1197,
+    ),
+    ("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", 73_306, 7.7830),
+  ],
+)
+def test_nb201_published_costs(cell, params, mmacs):
+  c = costs.compute_costs(NB201Space().parse(cell))
+  assert c.params == params
+  assert c.macs / 1e6 == pytest.approx(mmacs, abs=1e-3)
+
+
+def test_bad_bits():
+  arch = macro.reference_architecture("fmnist_ref")
+  with pytest.raises(ValueError, match=r"weight_bits must be .*\[2, 8\] or 32"):
+    costs.compute_costs(arch, 1)
+  with pytest.raises(ValueError, match="activation_bits"):
+    costs.compute_costs(arch, 4, activation_bits=4)

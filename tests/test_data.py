@@ -1,0 +1,129 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from nasq import data
+
+
+def write_idx(path, array, compress):
+  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+  opener = gzip.open if compress else open
+  with opener(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_fashion_mnist(tmp_path, n_train=60, n_test=20, compress=True):
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for prefix, n in (("train", n_train), ("t10k", n_test)):
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, n, dtype=np.uint8)
+    suffix = ".gz" if compress else ""
+    write_idx(str(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}"), images, compress)
+    write_idx(str(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}"), labels, compress)
+    arrays[prefix] = (images, labels)
+  return arrays
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_reader_and_fashion_mnist_loader(tmp_path, compress):
+  arrays = fake_fashion_mnist(tmp_path, compress=compress)
+  train, test = data.load_fashion_mnist_idx(str(tmp_path))
+  np.testing.assert_array_equal(train.images[..., 0], arrays["train"][0])
+  np.testing.assert_array_equal(test.labels, arrays["t10k"][1])
+  assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
+  assert train.images.shape == (60, 28, 28, 1)
+
+
+def test_idx_reader_rejects_bad_files(tmp_path):
+  bad = tmp_path / "bad"
+  bad.write_bytes(b"\x12\x34\x08\x01\x00\x00\x00\x05abc")
+  with pytest.raises(ValueError, match="not an IDX file"):
+    data.read_idx(str(bad))
+  short = tmp_path / "short"
+  short.write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 5) + b"abc")
+  with pytest.raises(ValueError, match="header says"):
+    data.read_idx(str(short))
+
+
+def test_missing_files_tell_how_to_get_them(tmp_path):
+  with pytest.raises(data.DatasetNotFoundError, match="apt-get install dataset-fashion"):
+    data.load_fashion_mnist_idx(str(tmp_path))
+
+
+def test_load_dataset_splits_and_statistics(tmp_path):
+  fake_fashion_mnist(tmp_path)
+  c = data.default_config()
+  c.data_dir, c.val_size = str(tmp_path), 10
+  ds = data.load_dataset(c)
+  assert (len(ds.train), len(ds.val), len(ds.test)) == (50, 10, 20)
+  # Train and validation partition the official training set.
+  both = np.concatenate([ds.train.images, ds.val.images]).reshape(60, -1)
+  assert len({row.tobytes() for row in both}) == 60
+  np.testing.assert_allclose(ds.mean[0], ds.train.images.mean() / 255, rtol=1e-6)
+  again = data.load_dataset(c)
+  np.testing.assert_array_equal(again.val.images, ds.val.images)
+  c.seed = 1
+  assert not np.array_equal(data.load_dataset(c).val.images, ds.val.images)
+  assert len(ds.train_and_val()) == 60
+
+
+@pytest.mark.parametrize(
+  "field, value, match",
+  [
+    ("name", "imagenet", "data.name must be one of"),
+    ("source", "http", "data.source for fashion_mnist must be one of"),
+    ("val_size", 0, "data.val_size"),
+  ],
+)
+def test_bad_config(tmp_path, field, value, match):
+  fake_fashion_mnist(tmp_path)
+  c = data.default_config()
+  c.data_dir = str(tmp_path)
+  setattr(c, field, value)
+  with pytest.raises(ValueError, match=match):
+    data.load_dataset(c)
+
+
+def test_batching_is_deterministic_and_complete():
+  split = data.Split(
+    np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1), np.arange(10, dtype=np.int32)
+  )
+  a = [b["label"] for b in data.train_batches(split, 3, seed=0, epoch=0)]
+  b = [b["label"] for b in data.train_batches(split, 3, seed=0, epoch=0)]
+  c = [b["label"] for b in data.train_batches(split, 3, seed=0, epoch=1)]
+  assert len(a) == 3 and all(len(x) == 3 for x in a)
+  assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+  assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+  assert len(set(np.concatenate(a).tolist())) == 9
+  evals = list(data.eval_batches(split, 4))
+  assert [int(e["mask"].sum()) for e in evals] == [4, 4, 2]
+  assert all(len(e["label"]) == 4 for e in evals)
+  np.testing.assert_array_equal(
+    np.concatenate([e["label"][e["mask"]] for e in evals]), split.labels
+  )
+
+
+@pytest.mark.parametrize(
+  "name, shape, classes", [("cifar100", (32, 32, 3), 100), ("stl10", (96, 96, 3), 10)]
+)
+def test_tfds_datasets_through_mock_data(name, shape, classes):
+  import tensorflow_datasets as tfds
+
+  c = data.default_config()
+  c.name, c.source, c.val_size = name, "tfds", 8
+  with tfds.testing.mock_data(num_examples=24):
+    ds = data.load_dataset(c)
+  assert ds.input_shape == shape and ds.num_classes == classes
+  assert (len(ds.train), len(ds.val), len(ds.test)) == (16, 8, 24)
+  assert ds.augment == "crop_flip"
+  assert ds.train.labels.min() >= 0 and ds.train.labels.max() < classes
+
+
+def test_tfds_without_data_fails_clearly(tmp_path):
+  c = data.default_config()
+  c.name, c.source, c.data_dir = "cifar10", "tfds", str(tmp_path)
+  with pytest.raises(data.DatasetNotFoundError, match="data.download=True"):
+    data.load_dataset(c)

@@ -1,0 +1,89 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nasq import data, train
+from nasq.quant import QuantConfig
+from nasq.spaces import macro
+
+
+def synthetic_dataset(n=1024, seed=0):
+  """A learnable 10-class problem: the class sets the images' brightness."""
+  rng = np.random.default_rng(seed)
+
+  def make(n):
+    labels = rng.integers(0, 10, n).astype(np.int32)
+    noise = rng.integers(0, 20, (n, 28, 28, 1))
+    images = (labels[:, None, None, None] * 24 + noise).astype(np.uint8)
+    return data.Split(images, labels)
+
+  return data.make_dataset(
+    "fashion_mnist", make(n + 128), make(128), val_size=128, seed=seed
+  )
+
+
+ARCH = macro.space_for_string("conv3:s2:c8 conv3:s2:c16", (28, 28, 1), 10).parse(
+  "conv3:s2:c8 conv3:s2:c16"
+)
+
+
+def small_config(**overrides):
+  c = train.default_config()
+  c.epochs, c.batch_size, c.eval_batch_size, c.progress = 6, 64, 100, False
+  for k, v in overrides.items():
+    setattr(c, k, v)
+  return c
+
+
+def test_qat_training_learns_and_is_deterministic():
+  ds = synthetic_dataset()
+  r1 = train.train_and_evaluate(ARCH, QuantConfig(4), ds, small_config())
+  assert r1.status == "ok" and r1.epochs_completed == 6
+  losses = [m["train_loss"] for m in r1.epoch_metrics]
+  assert losses[-1] < losses[0]
+  assert r1.val_accuracy > 0.25  # chance is 0.1
+  assert r1.test_accuracy is None  # the search never touches the test split
+  r2 = train.train_and_evaluate(ARCH, QuantConfig(4), ds, small_config())
+  assert r2.epoch_metrics == r1.epoch_metrics
+  assert (
+    r1.costs["model_size_bits"]
+    < train.train_and_evaluate(ARCH, QuantConfig(32), ds, small_config(epochs=1)).costs[
+      "model_size_bits"
+    ]
+  )
+
+
+def test_final_training_reports_test_accuracy():
+  ds = synthetic_dataset()
+  r = train.train_and_evaluate(ARCH, QuantConfig(8), ds, small_config(final=True))
+  assert r.status == "ok" and r.test_accuracy is not None and r.val_accuracy is None
+
+
+def test_crop_flip_augmentation_keeps_shapes_and_content():
+  images = jnp.arange(2 * 6 * 6 * 1, dtype=jnp.float32).reshape(2, 6, 6, 1)
+  out = train.augment_crop_flip(images, jax.random.key(0), padding=0)
+  for i in range(2):  # with no padding, only a flip can happen
+    assert np.array_equal(out[i], images[i]) or np.array_equal(out[i], images[i, :, ::-1])
+  out = train.augment_crop_flip(images, jax.random.key(1), padding=2)
+  assert out.shape == images.shape
+
+
+def test_diverging_run_is_recorded_as_failed():
+  ds = synthetic_dataset()
+  r = train.train_and_evaluate(
+    ARCH,
+    QuantConfig(4),
+    ds,
+    small_config(optimizer="sgd", learning_rate=1e30, warmup_epochs=0.0),
+  )
+  assert r.status == "failed"
+  assert "non-finite" in r.failure_reason
+  assert r.variables is None
+
+
+def test_bad_optimizer_is_named():
+  with pytest.raises(ValueError, match="train.optimizer must be one of"):
+    train.train_and_evaluate(
+      ARCH, QuantConfig(4), synthetic_dataset(), small_config(optimizer="lbfgs")
+    )
