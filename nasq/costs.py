@@ -264,34 +264,34 @@ def nb201_units(
 
 
 def nb201_peak_elements(arch: NB201Architecture) -> int:
-  """Peak live elements: one buffer per cell node, freed after its last use."""
+  """Peak live elements: one buffer per cell node, freed after its last use; a
+  convolution or pooling edge also holds its output before adding it to its node."""
   h, w, c = arch.input_shape
   s = arch.stem_channels
   peak = h * w * c + h * w * s  # stem
   size = h * w * s
+  last_use = {
+    i: max((j for (src, j, op) in arch.edges() if src == i and op != "none"), default=0)
+    for i in range(4)
+  }
   for stage in range(3):
     if stage:
       h, w = -(-h // 2), -(-w // 2)
       s *= 2
       out = h * w * s
       pooled = h * w * (s // 2)
-      # conv_a, then conv_b (input still held for the shortcut), then the shortcut.
+      # conv_b (input still held for the shortcut), then pooling, then the shortcut.
       peak = max(peak, size + out + out, out + size + pooled, out + pooled + out)
       size = out
-    live_nodes = {0: size}
-    last_use = {
-      i: max((j for (a, j, op) in arch.edges() if a == i and op != "none"), default=0)
-      for i in range(4)
-    }
     for _ in range(arch.cells_per_stage):
       live_nodes = {0: size}
       for j in range(1, 4):
-        acc = size
-        for _, dst, op in arch.edges():
-          if dst == j and op not in ("none", "skip_connect"):
-            peak = max(peak, sum(live_nodes.values()) + acc + size)
-        peak = max(peak, sum(live_nodes.values()) + acc)
-        live_nodes[j] = acc
+        held = sum(live_nodes.values()) + size  # live nodes and node j's accumulator
+        temps = any(
+          d == j and op not in ("none", "skip_connect") for _, d, op in arch.edges()
+        )
+        peak = max(peak, held + (size if temps else 0))
+        live_nodes[j] = size
         for i in list(live_nodes):
           if i < j and last_use[i] <= j:
             del live_nodes[i]

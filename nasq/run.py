@@ -20,36 +20,24 @@ from nasq.spaces.macro import REFERENCE_NETWORKS, space_for_string
 def resolve_architecture(config: ml_collections.ConfigDict) -> Any:
   """The architecture named by ``config.arch`` for the dataset of ``config.data``.
 
-  A reference network name, a NAS-Bench-201 string (``config.space.name == 'nb201'``),
-  or a macro-space string. The input shape and class count always come from the dataset.
+  ``config.arch`` is a reference network name (read in the smallest macro space that
+  holds it), a NAS-Bench-201 string (``|op~0|+...``), or a string of the macro space
+  ``config.space``. The input shape and class count always come from the dataset.
   """
   info = data_lib.DATASETS.get(config.data.name)
   if info is None:
     raise ValueError(
       f"data.name must be one of {sorted(data_lib.DATASETS)}, got {config.data.name!r}"
     )
-  space_config = ml_collections.ConfigDict(config.space.to_dict())
-  space_config.input_shape, space_config.num_classes = info.input_shape, info.num_classes
-  text = config.arch
-  if text in REFERENCE_NETWORKS:
-    text = REFERENCE_NETWORKS[text][2]
-  elif space_config.name == "nb201" or text.startswith("|"):
+  if config.arch in REFERENCE_NETWORKS:
+    text = REFERENCE_NETWORKS[config.arch][2]
+    return space_for_string(text, info.input_shape, info.num_classes).parse(text)
+  if config.space.name == "nb201" or config.arch.startswith("|"):
     space_config = spaces.default_config("nb201")
-    space_config.input_shape, space_config.num_classes = (
-      info.input_shape,
-      info.num_classes,
-    )
-    return spaces.NB201Space(space_config).parse(text)
-  space = spaces.make_space(space_config)
-  try:
-    return space.parse(text)
-  except spaces.InvalidArchitectureError:
-    if text == config.arch:
-      raise
-  # A reference network may use choices outside the configured space.
-  return space_for_string(
-    text, info.input_shape, info.num_classes, space_config.activation
-  ).parse(text)
+  else:
+    space_config = ml_collections.ConfigDict(config.space.to_dict())
+  space_config.input_shape, space_config.num_classes = info.input_shape, info.num_classes
+  return spaces.make_space(space_config).parse(config.arch)
 
 
 def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainResult:
