@@ -58,7 +58,8 @@ class BatchNorm(nn.Module):
       flat = x.reshape(-1, c)
       ones = jnp.ones((flat.shape[0],), x.dtype) / flat.shape[0]
       mean = ones @ flat
-      var = jnp.maximum(ones @ (flat * flat) - mean * mean, 0.0)
+      centered = flat - mean  # two passes: E[x^2] - E[x]^2 loses float32 precision
+      var = ones @ (centered * centered)
       if not self.is_initializing():
         ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
