@@ -4,7 +4,7 @@ r"""Trains one architecture with quantization-aware training.
       --config.arch='conv3:s1:c16 maxpool:s2 conv3:s1:c32' --config.weight_bits=8
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nasq import run
@@ -18,6 +18,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/nasq_train", "Output directory."
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # keep checkpointing chatter off the console
   result = run.train_one(_CONFIG.value, _WORKDIR.value)
   return 0 if result.status == "ok" else 1
 
