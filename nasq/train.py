@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 from flax.training import train_state
+from tqdm.auto import tqdm
 
 from nasq import costs as costs_lib
 from nasq import data as data_lib
@@ -241,6 +242,14 @@ def train_and_evaluate(
 
   result = TrainResult(STATUS_OK, None, None, None, 0, 0.0, costs)
   state = None
+  bar = tqdm(
+    total=config.epochs * steps_per_epoch,
+    desc=f"train {architecture.to_string()[:40]}",
+    unit="step",
+    leave=False,
+    dynamic_ncols=True,
+    disable=not config.progress,
+  )
   try:
     variables = init_variables(model, data.input_shape, init_key)
     state = TrainState.create(
@@ -249,7 +258,6 @@ def train_and_evaluate(
       batch_stats=variables["batch_stats"],
       tx=tx,
     )
-    bar = _progress(config, config.epochs * steps_per_epoch, architecture)
     for epoch in range(config.epochs):
       loss_sum, acc_sum = jnp.zeros(()), jnp.zeros(())
       for batch in data_lib.train_batches(
@@ -257,8 +265,7 @@ def train_and_evaluate(
       ):
         state, metrics = step_fn(state, batch, aug_key)
         loss_sum, acc_sum = loss_sum + metrics["loss"], acc_sum + metrics["accuracy"]
-        if bar is not None:
-          bar.update(1)
+        bar.update(1)
       train_loss = float(loss_sum) / steps_per_epoch
       epoch_metrics = {
         "epoch": epoch + 1,
@@ -284,14 +291,9 @@ def train_and_evaluate(
         train_loss=train_loss,
         val_accuracy=epoch_metrics.get("val_accuracy"),
       )
-      if bar is not None:
-        bar.set_postfix(
-          {k: round(v, 4) for k, v in epoch_metrics.items() if k != "epoch"}
-        )
+      bar.set_postfix({k: round(v, 4) for k, v in epoch_metrics.items() if k != "epoch"})
       if on_epoch is not None:
         on_epoch(epoch + 1, epoch_metrics)
-    if bar is not None:
-      bar.close()
     if result.status == STATUS_OK and config.final:
       test_accuracy, _ = evaluate(state, data.test, eval_fn, config.eval_batch_size)
       result = dataclasses.replace(result, test_accuracy=test_accuracy)
@@ -299,21 +301,9 @@ def train_and_evaluate(
     result = dataclasses.replace(
       result, status=STATUS_FAILED, failure_reason=f"{type(e).__name__}: {e}"[:2000]
     )
+  finally:
+    bar.close()
   if state is not None and result.status == STATUS_OK:
     result.variables = {"params": state.params, "batch_stats": state.batch_stats}
   result.wall_time_s = time.perf_counter() - start
   return result
-
-
-def _progress(config: ml_collections.ConfigDict, total: int, architecture: Any):
-  if not config.progress:
-    return None
-  from tqdm.auto import tqdm
-
-  return tqdm(
-    total=total,
-    desc=f"train {architecture.to_string()[:40]}",
-    unit="step",
-    leave=False,
-    dynamic_ncols=True,
-  )
