@@ -1,6 +1,6 @@
-"""Shared test settings: float64 off by default; tests that need it enable it locally."""
+"""Shared test settings."""
 
 import os
 
-# Tests run on CPU whatever the machine has.
+# Tests run on the CPU whatever accelerator the machine has.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
