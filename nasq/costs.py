@@ -274,6 +274,11 @@ def nb201_peak_elements(arch: NB201Architecture) -> int:
     i: max((j for (src, j, op) in arch.edges() if src == i and op != "none"), default=0)
     for i in range(4)
   }
+  # Nodes fed by a convolution or pooling edge also hold that edge's output.
+  has_temp = {
+    j: any(d == j and op not in ("none", "skip_connect") for _, d, op in arch.edges())
+    for j in range(1, 4)
+  }
   for stage in range(3):
     if stage:
       h, w = -(-h // 2), -(-w // 2)
@@ -287,10 +292,7 @@ def nb201_peak_elements(arch: NB201Architecture) -> int:
       live_nodes = {0: size}
       for j in range(1, 4):
         held = sum(live_nodes.values()) + size  # live nodes and node j's accumulator
-        temps = any(
-          d == j and op not in ("none", "skip_connect") for _, d, op in arch.edges()
-        )
-        peak = max(peak, held + (size if temps else 0))
+        peak = max(peak, held + (size if has_temp[j] else 0))
         live_nodes[j] = size
         for i in list(live_nodes):
           if i < j and last_use[i] <= j:
