@@ -22,11 +22,14 @@ Definitions (batch size 1 for everything below):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from nasq.quant import FLOAT_BITS, check_bits
-from nasq.spaces.macro import MacroArchitecture
+from nasq.spaces.macro import MacroArchitecture, MacroSpace
 from nasq.spaces.nb201 import NB201Architecture
 
 Shape = tuple[int, int, int]
@@ -193,6 +196,51 @@ def macro_units(arch: MacroArchitecture, weight_bits: int) -> list[LayerCost]:
     units.append(u)
   units.append(_classifier(shapes[-1][2], arch.num_classes, weight_bits))
   return units
+
+
+def macro_option_costs(space: MacroSpace) -> tuple[np.ndarray, np.ndarray]:
+  """Per automaton (state, option): the params and MACs that choosing it adds.
+
+  A layer's params and MACs depend only on its input shape (the state) and its own
+  choices, so whole-network totals are sums along the automaton path; the classifier is
+  charged to the option that closes the network (the end token, or the last layer of a
+  full-depth network). Float64 arrays [S, O].
+  """
+  return _macro_option_costs(space)
+
+
+@functools.cache
+def _macro_option_costs(space: MacroSpace) -> tuple[np.ndarray, np.ndarray]:
+  a = space.automaton
+  params = np.zeros(a.option_valid.shape)
+  macs = np.zeros(a.option_valid.shape)
+  last = space.num_positions // space.fields_per_layer - 1
+  for s, key in enumerate(a.state_keys):
+    if key is None:  # ended: padding only
+      continue
+    h, w, c = key
+    for o in np.flatnonzero(a.option_valid[s]):
+      t = a.options[s, o]
+      if t[0] == 0:
+        u = _classifier(c, space.num_classes, FLOAT_BITS)
+        params[s, o], macs[s, o] = u.params, u.macs
+        continue
+      arch = space.decode_layer(t, (h, w, c))
+      units = macro_units(arch, FLOAT_BITS)
+      layer = units[0]
+      params[s, o], macs[s, o] = layer.params, layer.macs
+      if a.state_block[s] == last:
+        params[s, o] += units[-1].params
+        macs[s, o] += units[-1].macs
+  return params, macs
+
+
+def macro_costs_batch(
+  space: MacroSpace, states: np.ndarray, choices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+  """Params and MACs [n] of many architectures given their automaton paths [n, B]."""
+  params, macs = macro_option_costs(space)
+  return params[states, choices].sum(axis=1), macs[states, choices].sum(axis=1)
 
 
 def macro_peak_elements(arch: MacroArchitecture) -> int:

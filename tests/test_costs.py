@@ -137,3 +137,16 @@ def test_bad_bits():
     costs.compute_costs(arch, 1)
   with pytest.raises(ValueError, match="activation_bits"):
     costs.compute_costs(arch, 4, activation_bits=4)
+
+
+def test_vectorized_macro_costs_equal_compute_costs():
+  from nasq.costs import macro_costs_batch
+
+  space = macro.MacroSpace()
+  rng = np.random.default_rng(7)
+  for distribution in ("uniform", "depth_uniform"):
+    tokens, states, choices = space.sample_tokens(rng, 300, distribution, True)
+    params, macs = macro_costs_batch(space, states, choices)
+    for t, p, m in zip(tokens, params, macs, strict=True):
+      c = costs.compute_costs(space.decode(t))
+      assert (c.params, c.macs) == (p, m)

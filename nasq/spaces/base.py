@@ -112,6 +112,12 @@ class TokenSpace:
     """Strict inverse of ``encode``: raises ``InvalidArchitectureError`` if invalid."""
     return self._build(self.check_tokens(tokens))
 
+  def decode_many(self, tokens: np.ndarray) -> list[Any]:
+    """Strict ``decode`` of a batch [n, P], validated at once by the space's automaton."""
+    tokens = np.asarray(tokens, dtype=np.int32).reshape(-1, self.num_positions)
+    self.automaton.state_path(tokens)  # raises on the first invalid row
+    return [self._build(tuple(t)) for t in tokens.tolist()]
+
   def is_valid(self, tokens: Sequence[int]) -> bool:
     try:
       self.check_tokens(tokens)
@@ -159,3 +165,176 @@ class TokenSpace:
     mask[tokens[p]] = False
     new = int(rng.choice(np.flatnonzero(mask)))
     return self.decode(self.complete(tokens[:p] + (new,), tokens, rng))
+
+
+class BlockAutomaton:
+  """A space's validity rules as a finite automaton over blocks of tokens.
+
+  The token vector is cut into ``num_blocks`` blocks of ``block_size`` tokens (a layer
+  of the macro space, one edge of a NAS-Bench-201 cell). Each state lists the complete
+  blocks that are valid there (``options``, padded; ``option_valid`` says which are real)
+  and the state each one leads to. Every path of ``num_blocks`` valid options from
+  ``start`` spells a valid architecture and every valid architecture is such a path, so
+  the automaton gives array-shaped validity for jitted decoding and vectorized, exactly
+  uniform sampling.
+
+  Attributes:
+    block_size: tokens per block.
+    num_blocks: blocks per token vector.
+    options: int32 [S, O, block_size], the token tuple of option o in state s.
+    option_valid: bool [S, O].
+    next_state: int32 [S, O], the state after option o (0 after the last block).
+    start: the state at block 0.
+    state_keys: per state, the space's key for it (e.g. the input shape of a layer).
+    completions: float64 [S], the number of valid ways to finish from state s.
+  """
+
+  def __init__(
+    self,
+    block_size: int,
+    num_blocks: int,
+    options: np.ndarray,
+    option_valid: np.ndarray,
+    next_state: np.ndarray,
+    state_block: np.ndarray,
+    start: int = 0,
+    state_keys: Sequence[Any] = (),
+  ):
+    self.block_size = int(block_size)
+    self.num_blocks = int(num_blocks)
+    self.options = np.asarray(options, dtype=np.int32)
+    self.option_valid = np.asarray(option_valid, dtype=bool)
+    self.next_state = np.asarray(next_state, dtype=np.int32)
+    self.state_block = np.asarray(state_block, dtype=np.int32)
+    self.start = int(start)
+    self.state_keys = tuple(state_keys)  # the space's own description of each state
+    counts = np.zeros(len(self.options), dtype=np.float64)
+    for b in range(self.num_blocks - 1, -1, -1):
+      for s in np.flatnonzero(self.state_block == b):
+        if b == self.num_blocks - 1:
+          counts[s] = float(self.option_valid[s].sum())
+        else:
+          counts[s] = float(counts[self.next_state[s][self.option_valid[s]]].sum())
+    self.completions = counts
+
+  @property
+  def num_states(self) -> int:
+    return len(self.options)
+
+  def option_weights(self, s: np.ndarray, block: int) -> np.ndarray:
+    """Unnormalized uniform-sampling weights of the options of states ``s``."""
+    if block == self.num_blocks - 1:
+      return self.option_valid[s].astype(np.float64)
+    return np.where(self.option_valid[s], self.completions[self.next_state[s]], 0.0)
+
+  def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` token vectors drawn exactly uniformly from the space (int32 [n, P])."""
+    return self.sample_weighted(rng, n, self.option_weights)
+
+  def sample_weighted(
+    self, rng: np.random.Generator, n: int, weights_fn, return_path: bool = False
+  ):
+    """Samples block by block with ``weights_fn(states, block) -> [n, O]`` weights.
+
+    Returns the token vectors [n, P], or with ``return_path`` also the state at each
+    block [n, B] and the option chosen there [n, B].
+    """
+    state = np.full(n, self.start, dtype=np.int32)
+    out = np.zeros((n, self.num_blocks, self.block_size), dtype=np.int32)
+    states = np.zeros((n, self.num_blocks), dtype=np.int32)
+    choices = np.zeros((n, self.num_blocks), dtype=np.int32)
+    for b in range(self.num_blocks):
+      states[:, b] = state
+      w = weights_fn(state, b)
+      cdf = np.cumsum(w, axis=1)
+      if not (cdf[:, -1] > 0).all():
+        raise ValueError(f"no valid option with positive weight at block {b}")
+      u = rng.random(n) * cdf[:, -1]
+      choice = np.minimum((cdf <= u[:, None]).sum(axis=1), w.shape[1] - 1)
+      out[:, b] = self.options[state, choice]
+      choices[:, b] = choice
+      state = self.next_state[state, choice]
+    if return_path:
+      return out.reshape(n, -1), states, choices
+    return out.reshape(n, -1)
+
+  def state_path(self, tokens: np.ndarray) -> np.ndarray:
+    """The state at each block of each token vector (int32 [n, num_blocks]).
+
+    Raises ``InvalidArchitectureError`` if a row is not a valid token vector.
+    """
+    return self.path(tokens)[0]
+
+  def path(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(state [n, B], chosen option [n, B]) along each token vector.
+
+    Raises ``InvalidArchitectureError`` if a row is not a valid token vector.
+    """
+    tokens = np.asarray(tokens, dtype=np.int32).reshape(
+      -1, self.num_blocks, self.block_size
+    )
+    n = len(tokens)
+    state = np.full(n, self.start, dtype=np.int32)
+    path = np.zeros((n, self.num_blocks), dtype=np.int32)
+    chosen = np.zeros((n, self.num_blocks), dtype=np.int32)
+    for b in range(self.num_blocks):
+      path[:, b] = state
+      match = (self.options[state] == tokens[:, b, None, :]).all(-1) & self.option_valid[
+        state
+      ]
+      bad = ~match.any(axis=1)
+      if bad.any():
+        raise InvalidArchitectureError(
+          f"token vector {int(np.flatnonzero(bad)[0])} has an invalid block {b}"
+        )
+      chosen[:, b] = match.argmax(axis=1)
+      state = self.next_state[state, chosen[:, b]]
+    return path, chosen
+
+
+def build_automaton(
+  block_size: int,
+  num_blocks: int,
+  start_key: Any,
+  options_fn,
+) -> BlockAutomaton:
+  """Builds a ``BlockAutomaton`` by breadth-first search over hashable state keys.
+
+  Args:
+    block_size: tokens per block.
+    num_blocks: blocks per token vector.
+    start_key: the key of the state at block 0.
+    options_fn: ``(block, key) -> [(block_tokens, next_key), ...]``.
+  """
+  keys: dict[tuple[int, Any], int] = {(0, start_key): 0}
+  frontier = [(0, start_key)]
+  table: list[list[tuple[tuple[int, ...], int]]] = []
+  blocks: list[int] = []
+  state_keys: list[Any] = []
+  while frontier:
+    nxt_frontier = []
+    for b, key in frontier:
+      row = []
+      for block_tokens, next_key in options_fn(b, key):
+        if b + 1 < num_blocks:
+          k = (b + 1, next_key)
+          if k not in keys:
+            keys[k] = len(keys)
+            nxt_frontier.append(k)
+          row.append((tuple(block_tokens), keys[k]))
+        else:
+          row.append((tuple(block_tokens), 0))
+      table.append(row)
+      blocks.append(b)
+      state_keys.append(key)
+    frontier = nxt_frontier
+  width = max(len(r) for r in table)
+  options = np.zeros((len(table), width, block_size), dtype=np.int32)
+  valid = np.zeros((len(table), width), dtype=bool)
+  nxt = np.zeros((len(table), width), dtype=np.int32)
+  for s, row in enumerate(table):
+    for o, (block_tokens, k) in enumerate(row):
+      options[s, o], valid[s, o], nxt[s, o] = block_tokens, True, k
+  return BlockAutomaton(
+    block_size, num_blocks, options, valid, nxt, blocks, 0, state_keys
+  )

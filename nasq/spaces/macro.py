@@ -34,7 +34,12 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
-from nasq.spaces.base import InvalidArchitectureError, TokenSpace
+from nasq.spaces.base import (
+  BlockAutomaton,
+  InvalidArchitectureError,
+  TokenSpace,
+  build_automaton,
+)
 
 # Operation name -> (kind, kernel size). The space's config picks a subset.
 KNOWN_OPS: dict[str, tuple[str, int]] = {
@@ -294,6 +299,19 @@ class MacroSpace(TokenSpace):
       tuple(layers), self.input_shape, self.num_classes, self.activation
     )
 
+  def decode_layer(
+    self, layer_tokens: Sequence[int], input_shape: tuple[int, int, int]
+  ) -> MacroArchitecture:
+    """A one-layer architecture of ``layer_tokens`` on input ``input_shape``."""
+    t = tuple(int(v) for v in layer_tokens)
+    arch = self._build(t + (0,) * (self.num_positions - len(t)))
+    layer = arch.layers[0]
+    if layer.kind not in WEIGHTED_KINDS:
+      layer = dataclasses.replace(layer, channels=input_shape[2])
+    return MacroArchitecture(
+      (layer,), tuple(input_shape), self.num_classes, self.activation
+    )
+
   def encode(self, arch: MacroArchitecture) -> np.ndarray:
     if (
       arch.input_shape != self.input_shape
@@ -373,6 +391,89 @@ class MacroSpace(TokenSpace):
     return arch
 
   # --- exact uniform sampling ---------------------------------------------------------
+
+  @functools.cached_property
+  def automaton(self) -> BlockAutomaton:
+    """The validity rules as an automaton over layers (one block per layer)."""
+    f = self.fields_per_layer
+
+    def options_fn(block, key):
+      if key is None:  # the network has ended: padding only
+        return [((0,) * f, None)]
+      return self._layer_options(*key, block >= self.min_layers)
+
+    return build_automaton(f, self.max_layers, self.input_shape, options_fn)
+
+  def sample_tokens(
+    self,
+    rng: np.random.Generator,
+    n: int,
+    distribution: str = "uniform",
+    return_path: bool = False,
+  ):
+    """``n`` canonical token vectors (int32 [n, P]), vectorized.
+
+    Args:
+      rng: the random generator.
+      n: how many.
+      distribution: ``"uniform"`` over all valid architectures (as ``sample``; almost
+        all are ``max_layers`` deep), or ``"depth_uniform"``: the depth uniform over
+        ``[min_layers, max_layers]``, then uniform among architectures of that depth.
+      return_path: also return the automaton path (states [n, B], options [n, B]).
+    """
+    a = self.automaton
+    if distribution == "uniform":
+      return a.sample_weighted(rng, n, a.option_weights, return_path)
+    if distribution != "depth_uniform":
+      raise ValueError(
+        f"distribution must be one of ['uniform', 'depth_uniform'], got {distribution!r}"
+      )
+    depths = rng.integers(self.min_layers, self.max_layers + 1, size=n)
+    out = np.zeros((n, self.num_positions), dtype=np.int32)
+    states = np.zeros((n, a.num_blocks), dtype=np.int32)
+    choices = np.zeros((n, a.num_blocks), dtype=np.int32)
+    for d in np.unique(depths):
+      rows = np.flatnonzero(depths == d)
+      counts = self._depth_counts(int(d))
+      out[rows], states[rows], choices[rows] = a.sample_weighted(
+        rng,
+        len(rows),
+        lambda s, b, c=counts, d=int(d): self._depth_values(s, b, c, d),
+        return_path=True,
+      )
+    return (out, states, choices) if return_path else out
+
+  def _depth_counts(self, depth: int) -> np.ndarray:
+    """Per state: the number of completions of depth exactly ``depth`` (cached)."""
+    cache = self.__dict__.setdefault("_depth_counts_cache", {})
+    if depth not in cache:
+      cache[depth] = self._compute_depth_counts(depth)
+    return cache[depth]
+
+  def _compute_depth_counts(self, depth: int) -> np.ndarray:
+    a = self.automaton
+    counts = np.zeros(a.num_states)
+    for b in range(self.max_layers - 1, -1, -1):
+      states = np.flatnonzero(a.state_block == b)
+      counts[states] = self._depth_values(states, b, counts, depth).sum(axis=1)
+    return counts
+
+  def _depth_values(
+    self, s: np.ndarray, block: int, counts: np.ndarray, depth: int
+  ) -> np.ndarray:
+    """[len(s), O]: completions of depth ``depth`` through each option of states s."""
+    a = self.automaton
+    opts = a.options[s]
+    valid = a.option_valid[s]
+    ended = ((opts[..., 0] == 0) & valid).sum(axis=1) == valid.sum(axis=1)  # padding only
+    is_end = opts[..., 0] == 0
+    if block == self.max_layers - 1:
+      cont = np.full(is_end.shape, float(depth == self.max_layers))
+    else:
+      cont = counts[a.next_state[s]]
+    v = np.where(is_end, float(block == depth), cont)
+    v = np.where(ended[:, None], float(block > depth), v)
+    return np.where(valid, v, 0.0)
 
   def count(self) -> int:
     """Number of distinct valid architectures in the space (exact)."""

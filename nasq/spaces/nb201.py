@@ -22,7 +22,12 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
-from nasq.spaces.base import InvalidArchitectureError, TokenSpace
+from nasq.spaces.base import (
+  BlockAutomaton,
+  InvalidArchitectureError,
+  TokenSpace,
+  build_automaton,
+)
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # Edge k of the token vector goes from node EDGES[k][0] to node EDGES[k][1].
@@ -147,7 +152,31 @@ class NB201Space(TokenSpace):
   def count(self) -> int:
     return len(OPS) ** len(EDGES)
 
+  @functools.cached_property
+  def automaton(self) -> BlockAutomaton:
+    """One block per edge; every op is valid everywhere."""
+    return build_automaton(
+      1, len(EDGES), None, lambda b, key: [((t,), None) for t in range(len(OPS))]
+    )
+
+  def sample_tokens(
+    self,
+    rng: np.random.Generator,
+    n: int,
+    distribution: str = "uniform",
+    return_path: bool = False,
+  ):
+    """``n`` token vectors drawn uniformly (int32 [n, 6]); see ``MacroSpace``."""
+    if distribution != "uniform":
+      raise ValueError(f"distribution must be 'uniform' for nb201, got {distribution!r}")
+    a = self.automaton
+    return a.sample_weighted(rng, n, a.option_weights, return_path)
+
+  def all_tokens(self) -> np.ndarray:
+    """Every cell's tokens, in base-5 order (int32 [15625, 6])."""
+    grid = np.stack(np.meshgrid(*[np.arange(len(OPS))] * len(EDGES), indexing="ij"), -1)
+    return grid.reshape(-1, len(EDGES)).astype(np.int32)
+
   def all_architectures(self) -> list[NB201Architecture]:
     """Every cell of the space, in token (base-5) order."""
-    grid = np.stack(np.meshgrid(*[np.arange(len(OPS))] * len(EDGES), indexing="ij"), -1)
-    return [self._build(tuple(t)) for t in grid.reshape(-1, len(EDGES)).tolist()]
+    return [self._build(tuple(t)) for t in self.all_tokens().tolist()]
