@@ -66,3 +66,32 @@ def test_resolve_architecture_errors():
   c.data.name = "svhn"
   with pytest.raises(ValueError, match="data.name must be one of"):
     run.resolve_architecture(c)
+
+
+def test_train_autoencoder_entry_point_and_cache(tmp_path):
+  workdir, cache = tmp_path / "work", tmp_path / "cache"
+  cmd = [
+    sys.executable,
+    "experiments/train_autoencoder.py",
+    "--config=configs/autoencoder_nb201.py",
+    f"--workdir={workdir}",
+    f"--config.cache_dir={cache}",
+    "--config.autoencoder.steps=300",
+    "--config.autoencoder.hidden=64",
+    "--config.num_prior=500",
+  ]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "exact reconstruction, holdout (15625 architectures)" in proc.stdout
+  assert "500 decoded, 100.00% valid" in proc.stdout
+  report = json.loads((workdir / "autoencoder_report.json").read_text())
+  assert (workdir / "latent.png").stat().st_size > 10_000
+  (entry,) = list(cache.iterdir())
+  assert entry.name.startswith("nb201-") and (entry / "meta.json").exists()
+  # A second run loads the cached autoencoder: the same model, no training.
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  again = json.loads((workdir / "autoencoder_report.json").read_text())
+  assert again["holdout"] == report["holdout"]
+  assert again["train_seconds"] == report["train_seconds"]
+  assert "autoencoder:" not in proc.stderr  # no training progress bar
