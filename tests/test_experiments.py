@@ -95,3 +95,73 @@ def test_train_autoencoder_entry_point_and_cache(tmp_path):
   assert again["holdout"] == report["holdout"]
   assert again["train_seconds"] == report["train_seconds"]
   assert "autoencoder:" not in proc.stderr  # no training progress bar
+
+
+def search_command(tmp_path, workdir, strategy="latent_bo"):
+  return [
+    sys.executable,
+    "experiments/search.py",
+    "--config=configs/default.py",
+    f"--workdir={workdir}",
+    f"--config.strategy={strategy}",
+    f"--config.cache_dir={tmp_path / 'cache'}",
+    f"--config.data.data_dir={tmp_path}",
+    f"--config.final_data.data_dir={tmp_path}",
+    "--config.data.val_size=100",
+    "--config.final_data.val_size=100",
+    "--config.data.train_size=0",
+    "--config.train.epochs=1",
+    "--config.train.batch_size=50",
+    "--config.final_train.epochs=1",
+    "--config.final_train.batch_size=50",
+    "--config.final_train.progress=False",
+    "--config.num_initial=3",
+    "--config.num_evaluations=5",
+    "--config.num_final=1",
+    "--config.space.max_layers=3",
+    "--config.space.channels=(4, 8)",
+    "--config.space.ops=('conv3', 'dwsep3', 'maxpool')",
+    "--config.budget.model_size_bits=8000",
+    "--config.autoencoder.latent_dim=8",
+    "--config.autoencoder.hidden=64",
+    "--config.autoencoder.steps=300",
+    "--config.autoencoder.num_train=3000",
+    "--config.autoencoder.num_holdout=100",
+    "--config.strategies.map_steps=50",
+    "--config.strategies.num_raw=64",
+    "--config.strategies.num_starts=4",
+    "--config.strategies.ascent_steps=20",
+  ]
+
+
+def test_search_entry_point_end_to_end_and_resume(tmp_path):
+  fake_fashion_mnist(tmp_path, n_train=400, n_test=50)
+  workdir = tmp_path / "search"
+  cmd = search_command(tmp_path, workdir)
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = (workdir / "history.jsonl").read_text().splitlines()
+  records = [json.loads(x) for x in lines]
+  evaluated = [r for r in records if r["status"] in ("ok", "failed")]
+  assert len(evaluated) == 5
+  assert len({tuple(r["tokens"]) for r in evaluated}) == 5
+  assert all(r["costs"]["model_size_bits"] <= 8000 for r in evaluated)
+  assert sum(r["source"] == "initial" for r in evaluated) == 3
+  for name in ("report.md", "pareto_size.png", "pareto_macs.png", "best_so_far.png"):
+    assert (workdir / name).exists(), name
+  report = (workdir / "report.md").read_text()
+  assert "| # | architecture | test accuracy |" in report
+  assert (workdir / "best_checkpoint").is_dir()
+  assert any((workdir / "tensorboard").iterdir())
+  final = [json.loads(x) for x in (workdir / "final.jsonl").read_text().splitlines()]
+  assert len(final) == 1 and final[0]["test_accuracy"] is not None
+
+  # Resume: the same command with the same workdir evaluates nothing again.
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "resuming: 5 evaluations" in proc.stdout
+  assert (workdir / "history.jsonl").read_text().splitlines() == lines
+  # Another configuration in the same workdir is refused, naming what differs.
+  bad = cmd + ["--config.weight_bits=8"]
+  proc = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode != 0 and "weight_bits" in proc.stderr

@@ -1,0 +1,173 @@
+"""What a search leaves for its reader: Pareto fronts, convergence curves, tables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from nasq.history import STATUS_OK, History, Record
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+  """Indices of the points not dominated when minimizing x (a cost) and maximizing y
+  (accuracy), sorted by x."""
+  order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+  front, best_y = [], -np.inf
+  for i in order:
+    if points[i][1] > best_y:
+      front.append(i)
+      best_y = points[i][1]
+  return front
+
+
+def best_so_far(history: History, feasible: Any) -> list[tuple[int, float]]:
+  """(evaluation count, best feasible objective so far) after each evaluation."""
+  out, best, n = [], -np.inf, 0
+  for r in history.evaluated():
+    n += 1
+    if r.status == STATUS_OK and feasible(r) and r.objective is not None:
+      best = max(best, r.objective)
+    out.append((n, best))
+  return out
+
+
+def _plot_front(ax, records: list[Record], cost: str, scale: float, label: str):
+  pts = [(r.costs[cost] / scale, r.metrics["val_accuracy"]) for r in records]
+  if not pts:
+    return
+  xs, ys = zip(*pts, strict=True)
+  ax.scatter(xs, ys, s=12, alpha=0.5, label=f"{label} evaluated")
+  front = pareto_front(pts)
+  ax.plot(
+    [pts[i][0] for i in front],
+    [pts[i][1] for i in front],
+    "-o",
+    ms=4,
+    label=f"{label} Pareto front",
+  )
+
+
+def write_report(
+  workdir: Path,
+  history: History,
+  finals: list[dict[str, Any]],
+  budget: Any,
+  config: ml_collections.ConfigDict,
+  *,
+  search_seconds: float = 0.0,
+) -> dict[str, Any]:
+  """Writes report.md, pareto_size.png, pareto_macs.png, best_so_far.png, summary.json."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  ok = [r for r in history.successful() if r.metrics.get("val_accuracy") is not None]
+  feasible = lambda r: budget.fits(r.costs)  # noqa: E731
+  for cost, scale, unit, name in (
+    ("model_size_bits", 8000, "model size (kB)", "pareto_size.png"),
+    ("macs", 1e6, "MACs (M)", "pareto_macs.png"),
+  ):
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    _plot_front(ax, ok, cost, scale, f"{config.weight_bits}-bit")
+    limit = getattr(budget, cost)
+    if limit is not None:
+      ax.axvline(limit / scale, color="r", ls="--", lw=1, label="budget")
+    ax.set_xlabel(unit)
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"{config.strategy}: accuracy vs {unit}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(workdir / name, dpi=120)
+    plt.close(fig)
+
+  curve = best_so_far(history, feasible)
+  fig, ax = plt.subplots(figsize=(6, 4))
+  if curve:
+    ax.step([c[0] for c in curve], [c[1] for c in curve], where="post")
+  ax.axvline(config.num_initial + 0.5, color="gray", ls=":", lw=1, label="initial design")
+  ax.set_xlabel("evaluations")
+  ax.set_ylabel(f"best feasible {config.objective.kind} objective")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(workdir / "best_so_far.png", dpi=120)
+  plt.close(fig)
+
+  statuses: dict[str, int] = {}
+  for r in history:
+    statuses[r.status] = statuses.get(r.status, 0) + 1
+  best = max((r for r in ok if feasible(r)), key=lambda r: r.objective, default=None)
+  lines = [
+    f"# Search report: {config.strategy}, {config.weight_bits}-bit weights",
+    "",
+    f"Budget: {budget}. Records: {statuses}. Search time: {search_seconds / 60:.1f} min.",
+    "",
+  ]
+  if best is not None:
+    lines += [
+      f"Best feasible candidate in the search: #{best.index} `{best.arch}`, "
+      f"validation accuracy {best.metrics['val_accuracy']:.4f}.",
+      "",
+    ]
+  lines += [
+    "## Retrained models (train+validation, test accuracy)",
+    "",
+    "| # | architecture | test accuracy | search objective | params | MACs | size (kB) "
+    "| peak act. (B) |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
+  for f in sorted(finals, key=lambda d: -(d["test_accuracy"] or -1)):
+    c = f["costs"]
+    acc = "failed" if f["test_accuracy"] is None else f"{f['test_accuracy']:.4f}"
+    lines.append(
+      f"| {f['index']} | `{f['arch']}` | {acc} | {f['search_objective']:.4f} | "
+      f"{c['params']:.0f} | {c['macs']:.0f} | {c['model_size_bits'] / 8000:.2f} | "
+      f"{c['peak_activation_bytes']:.0f} |"
+    )
+  lines += [
+    "",
+    "Figures: `pareto_size.png`, `pareto_macs.png`, `best_so_far.png`. History: "
+    "`history.jsonl`. Best model: `best_checkpoint/` (orbax), `best_architecture.txt`. "
+    "Live metrics: `tensorboard --logdir tensorboard`.",
+    "",
+  ]
+  (workdir / "report.md").write_text("\n".join(lines))
+  summary = {
+    "strategy": config.strategy,
+    "weight_bits": config.weight_bits,
+    "records": statuses,
+    "search_seconds": search_seconds,
+    "best_search": None
+    if best is None
+    else {"index": best.index, "arch": best.arch, "objective": best.objective},
+    "final": finals,
+  }
+  (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+  return summary
+
+
+def plot_bit_width_fronts(histories: dict[int, History], budget: Any, path: Path) -> None:
+  """Accuracy vs model size of several searches (one per weight bit width), combined."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  for bits, history in sorted(histories.items(), reverse=True):
+    ok = [r for r in history.successful() if r.metrics.get("val_accuracy") is not None]
+    _plot_front(ax, ok, "model_size_bits", 8000, f"{bits}-bit")
+  if budget.model_size_bits is not None:
+    ax.axvline(budget.model_size_bits / 8000, color="r", ls="--", lw=1, label="budget")
+  ax.set_xscale("log")
+  ax.set_xlabel("model size (kB)")
+  ax.set_ylabel("validation accuracy")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

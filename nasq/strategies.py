@@ -1,0 +1,345 @@
+"""Search strategies behind one interface, and the budget they all answer to.
+
+A strategy proposes architectures, best first, given the history; it never trains or
+costs anything itself. The search loop (``nasq.search.run_strategy``) decodes each
+proposal, computes its exact costs, and trains it only if it fits the ``Budget`` and was
+not evaluated before; every strategy sees the same loop, so comparisons are fair.
+
+* ``latent_bo``: a GP on the latent codes of the evaluated architectures, expected
+  improvement with constraints, the feasibility of each budget from the autoencoder's
+  convex cost predictor (its held-out RMSE as the predictive spread).
+* ``random``: uniform over the valid architectures that fit the budget (rejection).
+* ``evolution``: regularized evolution (Real et al. 2019): tournament selection in an
+  aging population, one-token mutations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nasq import acquisition, gp
+from nasq.costs import compute_costs
+from nasq.history import History
+
+Array = jax.Array
+
+STRATEGIES = ("latent_bo", "random", "evolution")
+BUDGET_FIELDS = ("model_size_bits", "macs", "peak_activation_bytes", "params")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """Upper bounds on costs; ``None`` means unconstrained."""
+
+  model_size_bits: float | None = None
+  macs: float | None = None
+  peak_activation_bytes: float | None = None
+  params: float | None = None
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> Budget:
+    values = {}
+    for field in BUDGET_FIELDS:
+      v = config[field]
+      if v is not None and not float(v) > 0:
+        raise ValueError(f"budget.{field} must be > 0 or None, got {v}")
+      values[field] = None if v is None else float(v)
+    return cls(**values)
+
+  def violations(self, costs: dict[str, float]) -> list[str]:
+    out = []
+    for field in BUDGET_FIELDS:
+      limit = getattr(self, field)
+      if limit is not None and costs[field] > limit:
+        out.append(f"{field} {costs[field]:.0f} > {limit:.0f}")
+    return out
+
+  def fits(self, costs: dict[str, float]) -> bool:
+    return not self.violations(costs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+  tokens: tuple[int, ...]
+  latent: tuple[float, ...] | None = None
+
+
+@dataclasses.dataclass
+class SearchContext:
+  """What strategies may read."""
+
+  space: Any
+  budget: Budget
+  weight_bits: int
+  activation_bits: int
+  history: History
+  autoencoder: Any = None  # nasq.autoencoder.TrainedAutoencoder, for latent_bo
+
+  def costs(self, tokens) -> dict[str, float]:
+    arch = self.space.decode(tokens)
+    c = compute_costs(arch, self.weight_bits, self.activation_bits)
+    return {**c.summary()}
+
+
+# --- random -----------------------------------------------------------------------------
+
+
+class RandomSearch:
+  """Uniform over the valid architectures that fit the budget (rejection sampling)."""
+
+  name = "random"
+
+  def __init__(self, config: ml_collections.ConfigDict | None = None):
+    self.batch = 256 if config is None else int(config.random_batch)
+
+  def sample_feasible(
+    self, ctx: SearchContext, rng: np.random.Generator, n: int, max_draws: int = 200_000
+  ) -> list[tuple[int, ...]]:
+    """``n`` distinct unevaluated feasible token vectors (fewer if none can be found)."""
+    out: list[tuple[int, ...]] = []
+    seen: set[tuple[int, ...]] = set()
+    draws = 0
+    while len(out) < n and draws < max_draws:
+      for t in ctx.space.sample_tokens(rng, self.batch):
+        t = tuple(int(v) for v in t)
+        draws += 1
+        if t in seen or ctx.history.evaluated_index(t) is not None:
+          continue
+        seen.add(t)
+        if ctx.budget.fits(ctx.costs(t)):
+          out.append(t)
+          if len(out) == n:
+            break
+    return out
+
+  def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]:
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    return [Proposal(t) for t in self.sample_feasible(ctx, rng, 1)]
+
+
+# --- regularized evolution --------------------------------------------------------------
+
+
+class RegularizedEvolution:
+  """Real et al. (2019): the population is the ``population_size`` most recent
+  successful evaluations; a parent is the best of ``tournament_size`` of them drawn at
+  random; its child changes one token (``space.mutate``)."""
+
+  name = "evolution"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.population_size = int(config.population_size)
+    self.tournament_size = int(config.tournament_size)
+    if not 1 <= self.tournament_size <= self.population_size:
+      raise ValueError(
+        f"evolution.tournament_size must be in [1, population_size="
+        f"{self.population_size}], got {self.tournament_size}"
+      )
+    self.fallback = RandomSearch()
+
+  def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]:
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    population = ctx.history.successful()[-self.population_size :]
+    if not population:
+      return self.fallback.propose(ctx, key)
+    proposals = []
+    for _ in range(8):  # a few children, in case some are rejected
+      sample = rng.choice(
+        len(population), min(self.tournament_size, len(population)), False
+      )
+      parent = max((population[i] for i in sample), key=lambda r: r.objective)
+      child = ctx.space.mutate(ctx.space.decode(parent.tokens), rng)
+      proposals.append(Proposal(tuple(int(v) for v in ctx.space.encode(child))))
+    return proposals
+
+
+# --- latent BO --------------------------------------------------------------------------
+
+
+def _bucket(n: int, size: int = 16) -> int:
+  return max(size, int(math.ceil(n / size)) * size)
+
+
+class LatentBO:
+  """GP + EIC in the autoencoder's latent space (module docstring)."""
+
+  name = "latent_bo"
+
+  def __init__(self, config: ml_collections.ConfigDict, autoencoder: Any):
+    gp.check_kernel(config.kernel)
+    if config.hyperparameters not in ("map", "nuts"):
+      raise ValueError(
+        f"latent_bo.hyperparameters must be one of ['map', 'nuts'], got "
+        f"{config.hyperparameters!r}"
+      )
+    self.config = config
+    self.ae = autoencoder
+    self.fallback = RandomSearch()
+    kernel = str(config.kernel)
+    predict = autoencoder.predict_fn()
+
+    def acq(z: Array, aux: dict[str, Any]) -> Array:
+      mean, var = jax.vmap(lambda post: gp.predict(kernel, post, z[None]))(aux["posts"])
+      mean, std = mean[:, 0], jnp.sqrt(var[:, 0])
+      log_costs = predict(z)  # log params, log MACs
+      log_pof = acquisition.log_probability_of_feasibility(
+        log_costs, aux["cost_spread"], aux["log_budget"]
+      )
+      log_pof = jnp.where(aux["constrained"], log_pof, 0.0)
+      per_sample = acquisition.log_eic(
+        mean, std, aux["best"], log_pof[None, :], aux["feasible_observed"]
+      )
+      # Average the acquisition (not its log) over hyperparameter samples.
+      return jax.nn.logsumexp(per_sample) - jnp.log(per_sample.shape[0])
+
+    self._acquisition = acq
+    self._encode_cache: dict[tuple[int, ...], np.ndarray] = {}
+
+  def _latent(self, tokens: tuple[int, ...]) -> np.ndarray:
+    if tokens not in self._encode_cache:
+      self._encode_cache[tokens] = self.ae.encode(np.asarray([tokens]))[0]
+    return self._encode_cache[tokens]
+
+  def _log_budget(self, ctx: SearchContext) -> tuple[np.ndarray, np.ndarray]:
+    """log-space budgets for (params, MACs) the predictor can speak to, and which apply.
+
+    A model-size budget becomes a parameter budget at ``weight_bits`` bits per
+    parameter (slightly optimistic: scales and BatchNorm take more; the exact check
+    after decoding has the last word).
+    """
+    b = ctx.budget
+    params = [v for v in (b.params,) if v is not None]
+    if b.model_size_bits is not None:
+      params.append(b.model_size_bits / ctx.weight_bits)
+    log_budget = np.array(
+      [math.log(min(params)) if params else 0.0, math.log(b.macs) if b.macs else 0.0]
+    )
+    return log_budget, np.array([bool(params), b.macs is not None])
+
+  def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]:
+    ok = ctx.history.successful()
+    if len(ok) < 2:
+      return self.fallback.propose(ctx, key)
+    x = np.stack([self._latent(r.tokens) for r in ok])
+    y = np.array([r.objective for r in ok], dtype=np.float64)
+    feasible = np.array([ctx.budget.fits(r.costs) for r in ok])
+    n, m = len(x), _bucket(len(x))
+    mask = np.r_[np.ones(n), np.zeros(m - n)].astype(np.float32)
+    xp = np.concatenate([x, np.zeros((m - n, x.shape[1]))]).astype(np.float32)
+    ys, ymean, ystd = gp.standardize(
+      jnp.asarray(np.r_[y, np.zeros(m - n)], jnp.float32), mask
+    )
+    fit_key, opt_key = jax.random.split(key)
+    kernel = str(self.config.kernel)
+    if self.config.hyperparameters == "nuts":
+      from nasq import gp_numpyro
+
+      samples = gp_numpyro.fit_nuts(
+        kernel,
+        jnp.asarray(xp),
+        ys,
+        fit_key,
+        jnp.asarray(mask),
+        num_warmup=int(self.config.nuts_warmup),
+        num_samples=int(self.config.nuts_samples),
+        num_kept=int(self.config.nuts_kept),
+      )
+    else:
+      params = gp.fit_map(
+        kernel,
+        jnp.asarray(xp),
+        ys,
+        fit_key,
+        jnp.asarray(mask),
+        num_restarts=int(self.config.map_restarts),
+        steps=int(self.config.map_steps),
+      )
+      samples = jax.tree.map(lambda v: v[None], params)
+    posts = jax.vmap(
+      lambda p: gp.condition(kernel, p, jnp.asarray(xp), ys, jnp.asarray(mask))
+    )(samples)
+    log_budget, constrained = self._log_budget(ctx)
+    best_feasible = ys[:n][feasible].max() if feasible.any() else jnp.asarray(0.0)
+    aux = {
+      "posts": posts,
+      "best": jnp.asarray(best_feasible, jnp.float32),
+      "feasible_observed": jnp.asarray(bool(feasible.any())),
+      "log_budget": jnp.asarray(log_budget, jnp.float32),
+      "cost_spread": jnp.asarray(np.maximum(self.ae.predictor_rmse, 0.05), jnp.float32),
+      "constrained": jnp.asarray(constrained),
+    }
+    top = np.argsort(-y)[: int(self.config.num_anchors)]
+    points, _ = acquisition.optimize(
+      self._acquisition,
+      aux,
+      opt_key,
+      jnp.asarray(x[top], jnp.float32),
+      dim=x.shape[1],
+      num_raw=int(self.config.num_raw),
+      num_starts=int(self.config.num_starts),
+      steps=int(self.config.ascent_steps),
+    )
+    points = np.asarray(points)
+    decoded = self.ae.decode(points)
+    out, seen = [], set()
+    for z, t in zip(points, decoded, strict=True):
+      t = tuple(int(v) for v in t)
+      if t not in seen:
+        seen.add(t)
+        out.append(Proposal(t, tuple(float(v) for v in z)))
+    return out
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Settings of every strategy (each reads its own fields)."""
+  c = ml_collections.ConfigDict()
+  c.random_batch = 256  # Architectures drawn per rejection-sampling round.
+  # Regularized evolution.
+  c.population_size = 20
+  c.tournament_size = 5
+  # Latent BO.
+  c.kernel = "matern52"  # GP kernel: matern52 or rbf (ARD).
+  c.hyperparameters = "map"  # "map" (optax, restarts) or "nuts" (numpyro, averaged).
+  c.map_restarts = 4
+  c.map_steps = 200
+  c.nuts_warmup = 200
+  c.nuts_samples = 200
+  c.nuts_kept = 16  # Posterior samples the acquisition is averaged over.
+  c.num_raw = 512  # Raw acquisition candidates (prior samples + perturbed best points).
+  c.num_starts = 16  # Gradient ascents from the best raw candidates.
+  c.ascent_steps = 100
+  c.num_anchors = 5  # Best observed points whose perturbations seed the ascent.
+  return c
+
+
+def make_strategy(
+  name: str, config: ml_collections.ConfigDict, autoencoder: Any = None
+) -> RandomSearch | RegularizedEvolution | LatentBO:
+  if name == "random":
+    return RandomSearch(config)
+  if name == "evolution":
+    return RegularizedEvolution(config)
+  if name == "latent_bo":
+    if autoencoder is None:
+      raise ValueError("search.strategy latent_bo needs an autoencoder")
+    return LatentBO(config, autoencoder)
+  raise ValueError(f"search.strategy must be one of {list(STRATEGIES)}, got {name!r}")
+
+
+__all__ = [
+  "Budget",
+  "LatentBO",
+  "Proposal",
+  "RandomSearch",
+  "RegularizedEvolution",
+  "SearchContext",
+  "default_config",
+  "make_strategy",
+]
