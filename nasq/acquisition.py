@@ -154,3 +154,94 @@ def optimize(
   values = jnp.where(jnp.isfinite(values), values, -jnp.inf)
   order = jnp.argsort(-values)
   return points[order], values[order]
+
+
+def _gp_log_eic(kernel: str, z: Array, aux: PyTree) -> Array:
+  """log EIC with GPs for the objective and every constraint (hyperparameter samples
+  averaged); used by ``constrained_bo_step``."""
+  from nasq import gp
+
+  def predict(posts):
+    mean, var = jax.vmap(lambda p: gp.predict(kernel, p, z[None]))(posts)
+    return mean[:, 0], jnp.sqrt(var[:, 0])
+
+  mean, std = predict(aux["objective"])
+  log_pof = []
+  for posts, limit in zip(aux["constraints"], aux["limits"], strict=True):
+    cm, cs = predict(posts)
+    log_pof.append(log_probability_of_feasibility(cm, cs, limit))
+  log_pof = jnp.stack(log_pof, -1) if log_pof else jnp.zeros((mean.shape[0], 0))
+  per_sample = log_eic(mean, std, aux["best"], log_pof, aux["feasible_observed"])
+  return jax.nn.logsumexp(per_sample) - jnp.log(per_sample.shape[0])
+
+
+# One function object per kernel, so ``optimize`` compiles once per kernel and shape.
+_GP_LOG_EIC = {k: functools.partial(_gp_log_eic, k) for k in ("matern52", "rbf")}
+
+
+def constrained_bo_step(
+  x: Array,
+  y: Array,
+  constraints: Array,
+  limits: Array,
+  key: PRNGKey,
+  *,
+  kernel: str = "matern52",
+  hyperparameters: str = "map",
+  bound: float = 4.0,
+  num_raw: int = 512,
+  num_starts: int = 16,
+  steps: int = 100,
+  nuts_warmup: int = 200,
+  nuts_samples: int = 200,
+) -> Array:
+  """One BO step on raw data: fit GPs to ``y`` [n] (maximized) and to each constraint
+  column of ``constraints`` [n, k] (feasible when <= ``limits`` [k]), then maximize EIC.
+  Returns the proposed point [d]."""
+  from nasq import gp
+
+  x = jnp.asarray(x, jnp.float32)
+  keys = jax.random.split(key, constraints.shape[1] + 2)
+
+  def fit(values, k):
+    ys, mean, std = gp.standardize(jnp.asarray(values, jnp.float32))
+    if hyperparameters == "nuts":
+      from nasq import gp_numpyro
+
+      params = gp_numpyro.fit_nuts(
+        kernel, x, ys, k, num_warmup=nuts_warmup, num_samples=nuts_samples
+      )
+    else:
+      params = jax.tree.map(lambda v: v[None], gp.fit_map(kernel, x, ys, k))
+    posts = jax.vmap(lambda p: gp.condition(kernel, p, x, ys))(params)
+    return posts, ys, mean, std
+
+  obj_posts, ys, _, _ = fit(y, keys[0])
+  con_posts, scaled_limits = [], []
+  feasible = jnp.ones(len(y), bool)
+  for j in range(constraints.shape[1]):
+    posts, _, mean, std = fit(constraints[:, j], keys[j + 1])
+    con_posts.append(posts)
+    scaled_limits.append((limits[j] - mean) / std)
+    feasible &= constraints[:, j] <= limits[j]
+  best = jnp.max(jnp.where(feasible, ys, -jnp.inf))
+  aux = {
+    "objective": obj_posts,
+    "constraints": con_posts,
+    "limits": scaled_limits,
+    "best": jnp.where(jnp.isfinite(best), best, 0.0),
+    "feasible_observed": jnp.any(feasible),
+  }
+  anchors = x[jnp.argsort(-jnp.where(feasible, ys, -jnp.inf))[:5]]
+  points, _ = optimize(
+    _GP_LOG_EIC[kernel],
+    aux,
+    keys[-1],
+    anchors,
+    dim=x.shape[1],
+    num_raw=num_raw,
+    num_starts=num_starts,
+    steps=steps,
+    bound=bound,
+  )
+  return points[0]

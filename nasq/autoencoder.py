@@ -736,6 +736,17 @@ def quality_report(
     "valid": float(np.mean(valid)),
     "distinct": len({t.tobytes() for t in decoded}),
   }
+  # What the search relies on: the predictor at a latent point against the exact cost
+  # of the architecture that point decodes to.
+  exact = make_data(ae.space, decoded).raw_targets
+  at_prior = ae.predict_log_costs(z_prior)
+  report["predictor_at_prior"] = {
+    name: {
+      "r2": r_squared(at_prior[:, i], exact[:, i]),
+      "rmse": float(np.sqrt(np.mean((at_prior[:, i] - exact[:, i]) ** 2))),
+    }
+    for i, name in enumerate(TARGETS)
+  }
 
   z = ae.encode(holdout.tokens)
   pred = ae.predict_log_costs(z)
@@ -951,6 +962,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(
       f"predictor {name}: R^2 {r['r2']:.4f}, Spearman {r['spearman']:.4f}, "
       f"RMSE {r['rmse']:.4f}"
+    )
+  for name, r in report.get("predictor_at_prior", {}).items():
+    lines.append(
+      f"predictor {name} at prior samples vs their decoded architectures: "
+      f"R^2 {r['r2']:.4f}, RMSE {r['rmse']:.4f}"
     )
   lines.append(
     f"predictor convexity: largest chord gap {report['predictor_convexity_max_gap']:.2e} "

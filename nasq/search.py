@@ -197,6 +197,15 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
       config.space, config.autoencoder, config.cache_dir, progress=config.progress
     )
   dataset = data_lib.load_dataset(config.data)
+  if (tuple(dataset.input_shape), dataset.num_classes) != (
+    tuple(space.input_shape),
+    space.num_classes,
+  ):
+    raise ValueError(
+      f"space.input_shape/num_classes {tuple(space.input_shape)}/{space.num_classes} do "
+      f"not match dataset {config.data.name!r}: {tuple(dataset.input_shape)}/"
+      f"{dataset.num_classes}"
+    )
   writer = SummaryWriter(str(workdir / "tensorboard"))
   curve_step = {"n": 0}
 

@@ -165,3 +165,33 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path):
   bad = cmd + ["--config.weight_bits=8"]
   proc = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode != 0 and "weight_bits" in proc.stderr
+
+
+def test_bit_width_sweep_draws_the_combined_front(tmp_path):
+  from nasq import search
+
+  fake_fashion_mnist(tmp_path, n_train=300, n_test=50)
+  config = search.default_config()
+  config.strategy = "random"
+  config.sweep_weight_bits = (8, 4)
+  config.num_initial, config.num_evaluations, config.num_final = 2, 3, 1
+  config.space.max_layers = 3
+  config.space.channels = (4, 8)
+  config.budget.model_size_bits = 8000
+  config.progress = False
+  for data in (config.data, config.final_data):
+    data.data_dir = str(tmp_path)
+    data.val_size = 100
+  for train in (config.train, config.final_train):
+    train.epochs, train.batch_size, train.progress = 1, 50, False
+  summaries = search.run_sweep(config, tmp_path / "sweep")
+  assert sorted(summaries) == [4, 8]
+  assert (tmp_path / "sweep" / "fronts_by_bits.png").stat().st_size > 10_000
+  for bits in (4, 8):
+    saved = json.loads((tmp_path / "sweep" / f"bits{bits}" / "config.json").read_text())
+    assert saved["weight_bits"] == bits
+    assert (
+      summaries[bits]["records"].get("ok", 0)
+      + summaries[bits]["records"].get("failed", 0)
+      == 3
+    )

@@ -1,0 +1,239 @@
+"""Strategy comparison on a benchmark table: same evaluator, same budget, many seeds.
+
+``compare_strategies(config, workdir)`` runs every strategy in ``config.strategies_to_run``
+for ``config.num_seeds`` seeds and ``config.num_queries`` evaluations, in each setting
+(unconstrained, and under a parameter budget), through the same ``run_strategy`` loop as
+the real search. Seed s gives every strategy the same initial design. Each run keeps its
+own history under the workdir, so an interrupted benchmark resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from nasq import autoencoder as ae_lib
+from nasq import evaluators, search, strategies
+from nasq.costs import compute_costs
+from nasq.history import History
+from nasq.spaces import make_space
+
+CHECKPOINTS = (10, 25, 50, 100, 150)
+
+
+def make_evaluator(config: ml_collections.ConfigDict, space: Any) -> Any:
+  if config.evaluator == "analognas":
+    return evaluators.TableEvaluator(
+      evaluators.load_analognas_bench(), config.metric, space
+    )
+  if config.evaluator == "table":
+    return evaluators.TableEvaluator.from_file(config.table_path, config.metric, space)
+  raise ValueError(
+    f"evaluator must be one of ['analognas', 'table'], got {config.evaluator!r}"
+  )
+
+
+def _setting_budget(config, space, setting: str) -> strategies.Budget:
+  if setting == "unconstrained":
+    return strategies.Budget()
+  if setting == "budget":
+    largest = max(compute_costs(a).params for a in space.all_architectures())
+    return strategies.Budget(params=config.params_budget_fraction * largest)
+  raise ValueError(f"settings must be among ['unconstrained', 'budget'], got {setting!r}")
+
+
+def _run_one(args: tuple) -> dict[str, Any]:
+  config, setting, name, seed, workdir = args
+  space = make_space(config.space)
+  evaluate = make_evaluator(config, space)
+  budget = _setting_budget(config, space, setting)
+  ae = None
+  if name == "latent_bo":
+    ae = ae_lib.load_or_train(
+      config.space, config.autoencoder, config.cache_dir, progress=False
+    )
+  run_dir = Path(workdir) / "runs" / setting / name / f"seed{seed}"
+  ctx = strategies.SearchContext(space, budget, 32, 8, History.open(run_dir), ae)
+  objective = evaluators.default_objective_config()
+  objective.metric = config.metric
+  key = jax.random.key(seed)
+  start = time.perf_counter()
+  search.run_strategy(
+    ctx,
+    strategies.RandomSearch(),
+    evaluate,
+    objective,
+    config.num_initial,
+    jax.random.fold_in(key, 1),
+    label="initial",
+    count_all=False,
+  )
+  strategy = strategies.make_strategy(name, config.strategy_config, ae)
+  search.run_strategy(
+    ctx, strategy, evaluate, objective, config.num_queries, jax.random.fold_in(key, 2)
+  )
+  curve, best = [], -np.inf
+  for r in ctx.history.evaluated():
+    if r.status == "ok" and budget.fits(r.costs):
+      best = max(best, r.objective)
+    curve.append(best)
+  return {
+    "setting": setting,
+    "strategy": name,
+    "seed": seed,
+    "curve": curve,
+    "rejected": len(ctx.history) - len(ctx.history.evaluated()),
+    "seconds": time.perf_counter() - start,
+  }
+
+
+def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+  """Runs the comparison and writes results.json, table.md and curves_<setting>.png."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  space = make_space(config.space)
+  table_eval = make_evaluator(config, space)
+  if "latent_bo" in config.strategies_to_run:  # train (or load) once, before the workers
+    ae_lib.load_or_train(config.space, config.autoencoder, config.cache_dir)
+  jobs = [
+    (config, setting, name, seed, str(workdir))
+    for setting in config.settings
+    for seed in range(config.num_seeds)
+    for name in config.strategies_to_run
+  ]
+  start = time.perf_counter()
+  if config.processes > 1:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(config.processes) as pool:
+      results = []
+      for i, r in enumerate(pool.imap_unordered(_run_one, jobs), start=1):
+        results.append(r)
+        print(
+          f"[{i}/{len(jobs)}] {r['setting']} {r['strategy']} seed {r['seed']}: "
+          f"best {r['curve'][-1]:.3f} ({r['seconds']:.0f} s)",
+          flush=True,
+        )
+  else:
+    results = [_run_one(j) for j in jobs]
+  wall = time.perf_counter() - start
+
+  summary: dict[str, Any] = {
+    "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} CPUs",
+    "wall_seconds": wall,
+    "config": json.loads(config.to_json_best_effort()),
+    "settings": {},
+  }
+  lines = [f"# Strategy comparison ({config.evaluator}, metric {config.metric})", ""]
+  for setting in config.settings:
+    budget = _setting_budget(config, space, setting)
+    feasible = (
+      None
+      if budget.params is None
+      else (lambda a, b=budget: compute_costs(a).params <= b.params)
+    )
+    best_arch, best_value = table_eval.best(feasible)
+    rows = {}
+    lines += [
+      f"## {setting} (table best feasible: {best_value:.3f}, `{best_arch}`)",
+      "",
+      "| strategy | "
+      + " | ".join(f"best @{c}" for c in CHECKPOINTS if c <= config.num_queries)
+      + " | regret @100 | found best |",
+      "|---|" + "---|" * (len([c for c in CHECKPOINTS if c <= config.num_queries]) + 2),
+    ]
+    for name in config.strategies_to_run:
+      curves = np.array(
+        [r["curve"] for r in results if r["setting"] == setting and r["strategy"] == name]
+      )
+      at = {
+        c: (float(curves[:, c - 1].mean()), float(curves[:, c - 1].std()))
+        for c in CHECKPOINTS
+        if c <= config.num_queries
+      }
+      k = min(100, config.num_queries)
+      regret = best_value - curves[:, k - 1]
+      found = float(np.mean(np.isclose(curves[:, -1], best_value)))
+      rows[name] = {
+        "best_at": at,
+        "regret_at_100": (float(regret.mean()), float(regret.std())),
+        "found_best_fraction": found,
+        "mean_curve": curves.mean(0).tolist(),
+      }
+      lines.append(
+        f"| {name} | "
+        + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in at.values())
+        + f" | {regret.mean():.3f} ± {regret.std():.3f} | {found:.0%} |"
+      )
+    lines.append("")
+    summary["settings"][setting] = {"table_best": best_value, "strategies": rows}
+    _plot(workdir / f"curves_{setting}.png", results, setting, config, best_value)
+  lines.append(
+    f"{config.num_seeds} seeds, {config.num_queries} queries ({config.num_initial} "
+    f"shared random initial). Wall time {wall / 60:.1f} min on {summary['machine']}."
+  )
+  (workdir / "table.md").write_text("\n".join(lines) + "\n")
+  (workdir / "results.json").write_text(json.dumps(summary, indent=1))
+  return summary
+
+
+def _plot(path: Path, results, setting, config, best_value) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  for name in config.strategies_to_run:
+    curves = np.array(
+      [r["curve"] for r in results if r["setting"] == setting and r["strategy"] == name]
+    )
+    regret = best_value - curves
+    mean = regret.mean(0)
+    half = 1.96 * regret.std(0) / np.sqrt(len(curves))
+    x = np.arange(1, curves.shape[1] + 1)
+    ax.plot(x, mean, label=name)
+    ax.fill_between(x, np.maximum(mean - half, 1e-3), mean + half, alpha=0.2)
+  ax.set_yscale("log")
+  ax.set_xlabel("queries")
+  ax.set_ylabel(f"regret of {config.metric} (mean, 95% CI)")
+  ax.set_title(f"{setting}: {config.num_seeds} seeds")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """configs/bench_nb201.py."""
+  from nasq import spaces
+
+  c = ml_collections.ConfigDict()
+  c.space = spaces.default_config("nb201")
+  c.evaluator = "analognas"  # "analognas" or "table" (table_path: CSV or JSON).
+  c.table_path = ""
+  c.metric = "qat_accuracy"  # Column of the table to maximize.
+  c.strategies_to_run = ("latent_bo", "random", "evolution")
+  c.settings = ("unconstrained", "budget")
+  c.params_budget_fraction = 0.5  # budget setting: at most this x the largest cell
+  c.num_seeds = 20
+  c.num_queries = 150
+  c.num_initial = 10
+  c.processes = 2  # Seeds run in parallel processes.
+  c.strategy_config = strategies.default_config()
+  c.strategy_config.map_steps = 100
+  c.strategy_config.num_raw = 256
+  c.strategy_config.num_starts = 8
+  c.strategy_config.ascent_steps = 50
+  c.autoencoder = ae_lib.default_config()
+  c.autoencoder.latent_dim = 8
+  c.autoencoder.steps = 2000
+  c.cache_dir = "~/.cache/nasq/autoencoders"
+  return c

@@ -1,0 +1,59 @@
+"""The strategy comparison on a small generated table."""
+
+import json
+
+import numpy as np
+
+from nasq import benchmarks
+from nasq.costs import compute_costs
+from nasq.spaces import NB201Space
+
+
+def test_compare_strategies_on_a_generated_table(tmp_path):
+  space = NB201Space()
+  rng = np.random.default_rng(0)
+  # A table over every cell: a noisy function of the parameter count.
+  rows = []
+  for arch in space.all_architectures():
+    p = compute_costs(arch).params
+    rows.append({"arch": arch.to_string(), "acc": float(np.log(p) + rng.normal(0, 0.1))})
+  path = tmp_path / "table.json"
+  path.write_text(json.dumps(rows))
+
+  config = benchmarks.default_config()
+  config.evaluator = "table"
+  config.table_path = str(path)
+  config.metric = "acc"
+  config.num_seeds = 2
+  config.num_queries = 25
+  config.num_initial = 5
+  config.processes = 1
+  config.cache_dir = str(tmp_path / "cache")
+  config.autoencoder.steps = 300
+  config.autoencoder.hidden = 64
+  config.strategy_config.map_steps = 30
+  config.strategy_config.num_raw = 64
+  config.strategy_config.num_starts = 4
+  config.strategy_config.ascent_steps = 20
+  summary = benchmarks.compare_strategies(config, tmp_path / "bench")
+  table = (tmp_path / "bench" / "table.md").read_text()
+  for name in ("latent_bo", "random", "evolution"):
+    assert f"| {name} |" in table
+  for setting in ("unconstrained", "budget"):
+    assert (tmp_path / "bench" / f"curves_{setting}.png").exists()
+    s = summary["settings"][setting]
+    for row in s["strategies"].values():
+      curve = row["mean_curve"]
+      assert len(curve) == 25 and all(np.diff(curve) >= 0)
+      assert curve[-1] <= s["table_best"] + 1e-9  # never better than the table's best
+  # The budget setting's best is the best cell within half the largest cell's params.
+  largest = max(compute_costs(a).params for a in space.all_architectures())
+  within = [
+    r["acc"] for r in rows if compute_costs(space.parse(r["arch"])).params <= largest / 2
+  ]
+  assert summary["settings"]["budget"]["table_best"] == max(within)
+  # Every run's history has exactly num_queries evaluations, none repeated.
+  for run in (tmp_path / "bench" / "runs").glob("*/*/seed*"):
+    records = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    evaluated = [r for r in records if r["status"] in ("ok", "failed")]
+    assert len(evaluated) == 25 and len({tuple(r["tokens"]) for r in evaluated}) == 25
