@@ -24,14 +24,14 @@ def test_compare_strategies_on_a_generated_table(tmp_path):
   config.evaluator = "table"
   config.table_path = str(path)
   config.metric = "acc"
-  config.num_seeds = 2
-  config.num_queries = 25
+  config.num_seeds = 1
+  config.num_queries = 15
   config.num_initial = 5
   config.processes = 1
   config.cache_dir = str(tmp_path / "cache")
   config.autoencoder.steps = 300
   config.autoencoder.hidden = 64
-  config.strategy_config.map_steps = 30
+  config.strategy_config.map_steps = 20
   config.strategy_config.num_raw = 64
   config.strategy_config.num_starts = 4
   config.strategy_config.ascent_steps = 20
@@ -44,7 +44,7 @@ def test_compare_strategies_on_a_generated_table(tmp_path):
     s = summary["settings"][setting]
     for row in s["strategies"].values():
       curve = row["mean_curve"]
-      assert len(curve) == 25 and all(np.diff(curve) >= 0)
+      assert len(curve) == 15 and all(np.diff(curve) >= 0)
       assert curve[-1] <= s["table_best"] + 1e-9  # never better than the table's best
   # The budget setting's best is the best cell within half the largest cell's params.
   largest = max(compute_costs(a).params for a in space.all_architectures())
@@ -56,4 +56,4 @@ def test_compare_strategies_on_a_generated_table(tmp_path):
   for run in (tmp_path / "bench" / "runs").glob("*/*/seed*"):
     records = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     evaluated = [r for r in records if r["status"] in ("ok", "failed")]
-    assert len(evaluated) == 25 and len({tuple(r["tokens"]) for r in evaluated}) == 25
+    assert len(evaluated) == 15 and len({tuple(r["tokens"]) for r in evaluated}) == 15

@@ -97,7 +97,7 @@ def test_latent_bo_beats_its_initial_design(tmp_path, small_ae):
   )
   initial_best = ctx.history.best().objective
   bo = strategies.make_strategy("latent_bo", bo_config(), small_ae)
-  search.run_strategy(ctx, bo, cheap_evaluate, objective(), 15, key)
+  search.run_strategy(ctx, bo, cheap_evaluate, objective(), 10, key)
   assert ctx.history.best().objective >= initial_best
   assert any(r.latent is not None for r in ctx.history.evaluated()[5:])
 

@@ -27,7 +27,12 @@ def enumerate_automaton(a):
 
 @pytest.mark.parametrize(
   "overrides",
-  [{}, {"residual": False}, {"min_layers": 2}, {"weight_bits_choices": (4, 8)}],
+  [
+    {},
+    {"residual": False},
+    {"min_layers": 2},
+    {"weight_bits_choices": (4, 8), "max_layers": 2},
+  ],
 )
 def test_automaton_spells_exactly_the_valid_token_vectors(overrides):
   space = MacroSpace(small_config(**overrides))
