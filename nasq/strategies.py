@@ -200,6 +200,7 @@ class LatentBO:
       return jax.nn.logsumexp(per_sample) - jnp.log(per_sample.shape[0])
 
     self._acquisition = acq
+    self._batch_acquisition = jax.jit(jax.vmap(acq, in_axes=(0, None)))
     self._encode_cache: dict[tuple[int, ...], np.ndarray] = {}
 
   def _latent(self, tokens: tuple[int, ...]) -> np.ndarray:
@@ -288,12 +289,17 @@ class LatentBO:
     )
     points = np.asarray(points)
     decoded = self.ae.decode(points)
+    # The cost predictor and the GP are accurate on the codes of real architectures, not
+    # everywhere between them: rank each proposal by the acquisition at the code of the
+    # architecture it decodes to (a projection onto the encoded manifold).
+    projected = self.ae.encode(decoded)
+    values = np.asarray(self._batch_acquisition(jnp.asarray(projected), aux))
     out, seen = [], set()
-    for z, t in zip(points, decoded, strict=True):
-      t = tuple(int(v) for v in t)
+    for i in np.argsort(-values, kind="stable"):
+      t = tuple(int(v) for v in decoded[i])
       if t not in seen:
         seen.add(t)
-        out.append(Proposal(t, tuple(float(v) for v in z)))
+        out.append(Proposal(t, tuple(float(v) for v in points[i])))
     return out
 
 
