@@ -50,7 +50,7 @@ def run_strategy(
   count_all: bool = True,
   seed: int = 0,
   on_record: Callable[[Record], None] | None = None,
-  max_rejections: int = 500,
+  max_rejections: int = 100,
 ) -> None:
   """Runs ``strategy`` until the history holds ``num_evaluations`` evaluations: all of
   them with ``count_all``, else those recorded under ``label`` (the source written in

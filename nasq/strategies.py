@@ -288,19 +288,31 @@ class LatentBO:
       steps=int(self.config.ascent_steps),
     )
     points = np.asarray(points)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(opt_key)).ravel())
+    candidates = points
+    for scale in (0.0, 0.1, 0.3, 1.0):  # widen the search until something is new
+      if scale:
+        noise = rng.standard_normal((8,) + points.shape).astype(np.float32)
+        candidates = (points[None] + scale * noise).reshape(-1, points.shape[1])
+      proposals = self._rank(ctx, candidates, aux)
+      if proposals:
+        return proposals
+    return self.fallback.propose(ctx, key)
+
+  def _rank(self, ctx: SearchContext, points: np.ndarray, aux) -> list[Proposal]:
+    """New architectures decoded from ``points``, best first by the acquisition at the
+    code of the architecture each decodes to (the cost predictor and the GP are accurate
+    on the codes of real architectures, not everywhere between them)."""
     decoded = self.ae.decode(points)
-    # The cost predictor and the GP are accurate on the codes of real architectures, not
-    # everywhere between them: rank each proposal by the acquisition at the code of the
-    # architecture it decodes to (a projection onto the encoded manifold).
     projected = self.ae.encode(decoded)
     values = np.asarray(self._batch_acquisition(jnp.asarray(projected), aux))
     out, seen = [], set()
     for i in np.argsort(-values, kind="stable"):
       t = tuple(int(v) for v in decoded[i])
-      if t not in seen:
+      if t not in seen and ctx.history.evaluated_index(t) is None:
         seen.add(t)
         out.append(Proposal(t, tuple(float(v) for v in points[i])))
-    return out
+    return out[:16]
 
 
 def default_config() -> ml_collections.ConfigDict:
