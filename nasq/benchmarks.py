@@ -146,7 +146,7 @@ def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -
       "",
       "| strategy | "
       + " | ".join(f"best @{c}" for c in CHECKPOINTS if c <= config.num_queries)
-      + " | regret @100 | found best |",
+      + f" | regret @{min(100, config.num_queries)} | found best |",
       "|---|" + "---|" * (len([c for c in CHECKPOINTS if c <= config.num_queries]) + 2),
     ]
     for name in config.strategies_to_run:
@@ -163,7 +163,7 @@ def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -
       found = float(np.mean(np.isclose(curves[:, -1], best_value)))
       rows[name] = {
         "best_at": at,
-        "regret_at_100": (float(regret.mean()), float(regret.std())),
+        "regret_at": {k: (float(regret.mean()), float(regret.std()))},
         "found_best_fraction": found,
         "mean_curve": curves.mean(0).tolist(),
       }
