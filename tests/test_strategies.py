@@ -45,6 +45,20 @@ def objective():
   return evaluators.default_objective_config()
 
 
+def run_initial(ctx, key, n):
+  """The shared random initial design, as the search runs it."""
+  search.run_strategy(
+    ctx,
+    strategies.RandomSearch(),
+    cheap_evaluate,
+    objective(),
+    n,
+    key,
+    label="initial",
+    count_all=False,
+  )
+
+
 def bo_config():
   c = strategies.default_config()
   c.map_steps = 50
@@ -58,16 +72,7 @@ def bo_config():
 def test_every_strategy_respects_budget_and_never_repeats(tmp_path, small_ae, name):
   ctx = make_ctx(tmp_path, small_ae, params=3000)
   key = jax.random.key(0)
-  search.run_strategy(
-    ctx,
-    strategies.RandomSearch(),
-    cheap_evaluate,
-    objective(),
-    4,
-    key,
-    label="initial",
-    count_all=False,
-  )
+  run_initial(ctx, key, 4)
   strategy = strategies.make_strategy(name, bo_config(), small_ae)
   search.run_strategy(ctx, strategy, cheap_evaluate, objective(), 12, key)
   evaluated = ctx.history.evaluated()
@@ -85,16 +90,7 @@ def test_every_strategy_respects_budget_and_never_repeats(tmp_path, small_ae, na
 def test_latent_bo_beats_its_initial_design(tmp_path, small_ae):
   ctx = make_ctx(tmp_path, small_ae)
   key = jax.random.key(1)
-  search.run_strategy(
-    ctx,
-    strategies.RandomSearch(),
-    cheap_evaluate,
-    objective(),
-    5,
-    key,
-    label="initial",
-    count_all=False,
-  )
+  run_initial(ctx, key, 5)
   initial_best = ctx.history.best().objective
   bo = strategies.make_strategy("latent_bo", bo_config(), small_ae)
   search.run_strategy(ctx, bo, cheap_evaluate, objective(), 10, key)
@@ -105,16 +101,7 @@ def test_latent_bo_beats_its_initial_design(tmp_path, small_ae):
 def test_nuts_hyperparameters_run(tmp_path, small_ae):
   ctx = make_ctx(tmp_path, small_ae)
   key = jax.random.key(2)
-  search.run_strategy(
-    ctx,
-    strategies.RandomSearch(),
-    cheap_evaluate,
-    objective(),
-    4,
-    key,
-    label="initial",
-    count_all=False,
-  )
+  run_initial(ctx, key, 4)
   c = bo_config()
   c.hyperparameters = "nuts"
   c.nuts_warmup, c.nuts_samples, c.nuts_kept = 50, 50, 4
