@@ -141,7 +141,7 @@ def _check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> N
   current = json.loads(config.to_json_best_effort(sort_keys=True))
   if path.exists():
     saved = json.loads(path.read_text())
-    # The resume switch and presentation settings may change between runs.
+    # Presentation settings may change between runs.
     ignore = ("progress",)
     a = {k: v for k, v in saved.items() if k not in ignore}
     b = {k: v for k, v in current.items() if k not in ignore}

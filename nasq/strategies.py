@@ -88,6 +88,11 @@ class SearchContext:
     return {**c.summary()}
 
 
+def _numpy_rng(key: Array) -> np.random.Generator:
+  """A NumPy generator seeded by a JAX key, for host-side sampling and mutation."""
+  return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+
+
 # --- random -----------------------------------------------------------------------------
 
 
@@ -120,7 +125,7 @@ class RandomSearch:
     return out
 
   def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]:
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    rng = _numpy_rng(key)
     return [Proposal(t) for t in self.sample_feasible(ctx, rng, 1)]
 
 
@@ -145,7 +150,7 @@ class RegularizedEvolution:
     self.fallback = RandomSearch()
 
   def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]:
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    rng = _numpy_rng(key)
     population = ctx.history.successful()[-self.population_size :]
     if not population:
       return self.fallback.propose(ctx, key)
@@ -288,7 +293,7 @@ class LatentBO:
       steps=int(self.config.ascent_steps),
     )
     points = np.asarray(points)
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(opt_key)).ravel())
+    rng = _numpy_rng(opt_key)
     candidates = points
     for scale in (0.0, 0.1, 0.3, 1.0):  # widen the search until something is new
       if scale:
