@@ -9,6 +9,7 @@ own history under the workdir, so an interrupted benchmark resumes.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import platform
@@ -21,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from nasq import autoencoder as ae_lib
-from nasq import evaluators, search, strategies
+from nasq import evaluators, executors, search, strategies
 from nasq.costs import compute_costs
 from nasq.history import History
 from nasq.spaces import make_space
@@ -29,7 +30,18 @@ from nasq.spaces import make_space
 CHECKPOINTS = (10, 25, 50, 100, 150)
 
 
-def make_evaluator(config: ml_collections.ConfigDict, space: Any) -> Any:
+def make_evaluator(config: ml_collections.ConfigDict, space: Any = None) -> Any:
+  """The configured table evaluator; with ``eval_seconds`` > 0 each lookup also keeps a
+  core busy that long (``FixedCostEvaluator``)."""
+  table = make_table(config, space)
+  seconds = float(config.get("eval_seconds", 0.0))
+  return evaluators.FixedCostEvaluator(table, seconds) if seconds > 0 else table
+
+
+def make_table(
+  config: ml_collections.ConfigDict, space: Any = None
+) -> evaluators.TableEvaluator:
+  space = make_space(config.space) if space is None else space
   if config.evaluator == "analognas":
     return evaluators.TableEvaluator(
       evaluators.load_analognas_bench(), config.metric, space
@@ -77,9 +89,21 @@ def _run_one(args: tuple) -> dict[str, Any]:
     count_all=False,
   )
   strategy = strategies.make_strategy(name, config.strategy_config, ae)
-  search.run_strategy(
-    ctx, strategy, evaluate, objective, config.num_queries, jax.random.fold_in(key, 2)
+  executor = executors.make_executor(
+    config.executor, evaluate=evaluate, factory=functools.partial(make_evaluator, config)
   )
+  try:
+    search.run_strategy(
+      ctx,
+      strategy,
+      evaluate,
+      objective,
+      config.num_queries,
+      jax.random.fold_in(key, 2),
+      executor=executor,
+    )
+  finally:
+    executor.close()
   curve, best = [], -np.inf
   for r in ctx.history.evaluated():
     if r.status == "ok" and budget.fits(r.costs):
@@ -100,7 +124,7 @@ def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   space = make_space(config.space)
-  table_eval = make_evaluator(config, space)
+  table_eval = make_table(config, space)
   if "latent_bo" in config.strategies_to_run:  # train (or load) once, before the workers
     ae_lib.load_or_train(config.space, config.autoencoder, config.cache_dir)
   jobs = [
@@ -227,6 +251,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_queries = 150
   c.num_initial = 10
   c.processes = 2  # Seeds run in parallel processes.
+  c.eval_seconds = 0.0  # > 0: each evaluation also keeps a core busy this long.
+  # Evaluations in flight after the initial design (local: simulated workers, so batch
+  # BO can be compared with sequential BO at equal evaluation counts).
+  c.executor = executors.default_config()
   c.strategy_config = strategies.default_config()
   c.strategy_config.map_steps = 100
   c.strategy_config.num_raw = 256

@@ -166,6 +166,36 @@ class TableEvaluator:
     return Evaluation("ok", {self.metric: float(row[self.metric])}, 0.0)
 
 
+class FixedCostEvaluator:
+  """Wraps an evaluator and keeps a CPU core busy ``seconds`` per evaluation: a stand-in
+  for training with a known cost, for measuring executors and asynchronous search."""
+
+  def __init__(self, inner: Callable[[Any, int], Evaluation], seconds: float):
+    if not seconds >= 0:
+      raise ValueError(f"eval_seconds must be >= 0, got {seconds}")
+    self.inner = inner
+    self.seconds = float(seconds)
+
+  def __call__(self, arch: Any, seed: int = 0) -> Evaluation:
+    start = time.perf_counter()
+    result = self.inner(arch, seed)
+    x = 1.0
+    while time.perf_counter() - start < self.seconds:
+      for _ in range(10_000):
+        x = (x * 1.000001) % 7.0
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def build_qat_evaluator(
+  data_config: ml_collections.ConfigDict,
+  train_config: ml_collections.ConfigDict,
+  quantization: QuantConfig,
+) -> QATEvaluator:
+  """Loads the dataset and returns the training evaluator (a Ray worker's factory)."""
+  return QATEvaluator(data_lib.load_dataset(data_config), train_config, quantization)
+
+
 # AnalogNAS-Bench keys are 6-tuples of op indices in this order ...
 ANALOGNAS_OPS = ("skip_connect", "none", "nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3")
 # ... and NAS-Bench-201 edge k (nasq.spaces.nb201.EDGES order) is key position

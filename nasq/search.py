@@ -8,6 +8,7 @@ retrained.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ import ml_collections
 
 from nasq import autoencoder as ae_lib
 from nasq import data as data_lib
-from nasq import evaluators, report, strategies
+from nasq import evaluators, executors, report, strategies
 from nasq.history import (
   STATUS_DUPLICATE,
   STATUS_INFEASIBLE,
@@ -41,7 +42,7 @@ class ConfigMismatchError(ValueError):
 def run_strategy(
   ctx: strategies.SearchContext,
   strategy: Any,
-  evaluate: Callable[[Any, int], evaluators.Evaluation],
+  evaluate: Callable[[Any, int], evaluators.Evaluation] | None,
   objective: ml_collections.ConfigDict,
   num_evaluations: int,
   key: jax.Array,
@@ -51,6 +52,7 @@ def run_strategy(
   seed: int = 0,
   on_record: Callable[[Record], None] | None = None,
   max_rejections: int = 100,
+  executor: Any = None,
 ) -> None:
   """Runs ``strategy`` until the history holds ``num_evaluations`` evaluations: all of
   them with ``count_all``, else those recorded under ``label`` (the source written in
@@ -61,7 +63,18 @@ def run_strategy(
   earlier record); neither is trained. A distinct rejected architecture is recorded
   once. After ``max_rejections`` rejections in a row, proposals come from random
   search so the run cannot stall.
+
+  Evaluations run on ``executor`` (``nasq.executors``; by default ``evaluate`` in this
+  process, one at a time). It keeps ``executor.num_workers`` in flight: the strategy
+  proposes for each free worker while the others run (``ctx.pending`` holds their
+  architectures, so nothing is proposed twice), and each result is written to the
+  history as it arrives. A candidate's training seed is ``seed`` plus the index it
+  would have in submission order.
   """
+  from nasq import executors as executors_lib
+
+  if executor is None:
+    executor = executors_lib.LocalExecutor(evaluate)
   source = label or strategy.name
   fallback = strategies.RandomSearch()
   rejected: set[tuple[int, ...]] = {
@@ -69,8 +82,77 @@ def run_strategy(
   }
   misses = 0
   count = lambda: ctx.history.num_evaluated(None if count_all else source)  # noqa: E731
-  while count() < num_evaluations:
+  pending: dict[Any, dict[str, Any]] = {}
+  ctx.pending = []
+  try:
+    while True:
+      while len(pending) < executor.num_workers and count() + len(pending) < (
+        num_evaluations
+      ):
+        misses = _submit_next(
+          ctx,
+          strategy,
+          fallback,
+          executor,
+          pending,
+          rejected,
+          source,
+          key,
+          seed,
+          misses,
+          max_rejections,
+          on_record,
+        )
+      if not pending:
+        return
+      for handle, result in executor.wait_any(list(pending)):
+        common = pending.pop(handle)
+        ctx.pending = [p for p in ctx.pending if p != common["tokens"]]
+        value = (
+          evaluators.objective_value(objective, result.metrics, common["costs"])
+          if result.status == STATUS_OK
+          else None
+        )
+        status, reason = result.status, result.reason
+        if status == STATUS_OK and value is None:
+          status, reason = "failed", f"objective metric {objective.metric} missing"
+        record = ctx.history.append(
+          Record(
+            index=ctx.history.next_index,
+            status=status,
+            objective=value,
+            metrics=result.metrics,
+            seconds=result.seconds,
+            reason=reason,
+            **common,
+          )
+        )
+        if on_record:
+          on_record(record)
+  finally:
+    ctx.pending = []
+
+
+def _submit_next(
+  ctx,
+  strategy,
+  fallback,
+  executor,
+  pending,
+  rejected,
+  source,
+  key,
+  seed,
+  misses,
+  max_rejections,
+  on_record,
+) -> int:
+  """Proposes until one architecture is submitted (recording the rejected ones);
+  returns the count of rejections in a row."""
+  while True:
     step_key = jax.random.fold_in(key, ctx.history.next_index)
+    if pending:
+      step_key = jax.random.fold_in(step_key, len(pending))
     use = strategy if misses < max_rejections else fallback
     proposals = use.propose(ctx, step_key)
     if not proposals:
@@ -79,6 +161,9 @@ def run_strategy(
       )
     for proposal in proposals:
       tokens = proposal.tokens
+      if tokens in ctx.pending:
+        misses += 1
+        continue
       arch = ctx.space.decode(tokens)
       costs = ctx.costs(tokens)
       common = dict(
@@ -107,33 +192,11 @@ def run_strategy(
           if on_record:
             on_record(record)
         continue
-      misses = 0
-      index = ctx.history.next_index
-      result = evaluate(arch, seed + index)
-      value = (
-        evaluators.objective_value(objective, result.metrics, costs)
-        if result.status == STATUS_OK
-        else None
-      )
-      status = result.status
-      reason = result.reason
-      if status == STATUS_OK and value is None:
-        status, reason = "failed", f"objective metric {objective.metric} missing"
-      record = ctx.history.append(
-        Record(
-          index=index,
-          status=status,
-          objective=value,
-          metrics=result.metrics,
-          seed=seed + index,
-          seconds=result.seconds,
-          reason=reason,
-          **common,
-        )
-      )
-      if on_record:
-        on_record(record)
-      break
+      common["seed"] = seed + ctx.history.next_index + len(pending)
+      handle = executor.submit(arch, common["seed"])
+      pending[handle] = common
+      ctx.pending = ctx.pending + [tokens]
+      return 0
 
 
 def _check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
@@ -141,8 +204,9 @@ def _check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> N
   current = json.loads(config.to_json_best_effort(sort_keys=True))
   if path.exists():
     saved = json.loads(path.read_text())
-    # Presentation settings may change between runs.
-    ignore = ("progress",)
+    # Presentation and execution settings may change between runs (resume a search
+    # begun on one machine with more workers, or on a cluster).
+    ignore = ("progress", "executor")
     a = {k: v for k, v in saved.items() if k not in ignore}
     b = {k: v for k, v in current.items() if k not in ignore}
     if a != b:
@@ -168,6 +232,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
   if config.num_final < 0:
     raise ValueError(f"num_final must be >= 0, got {config.num_final}")
+  executors.validate_config(config.executor)
   if config.objective.kind not in evaluators.OBJECTIVES:
     raise ValueError(
       f"objective.kind must be one of {list(evaluators.OBJECTIVES)}, got "
@@ -216,6 +281,15 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
         writer.add_scalar(f"candidate/{k}", v, curve_step["n"])
 
   evaluate = evaluators.QATEvaluator(dataset, config.train, quant, on_epoch=on_epoch)
+  # Ray workers build their own evaluator (loading the dataset there); per-epoch
+  # TensorBoard curves are written for local evaluations only.
+  executor = executors.make_executor(
+    config.executor,
+    evaluate=evaluate,
+    factory=functools.partial(
+      evaluators.build_qat_evaluator, config.data, config.train, quant
+    ),
+  )
   ctx = strategies.SearchContext(
     space, budget, config.weight_bits, config.activation_bits, history, ae
   )
@@ -248,29 +322,34 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
   key = jax.random.key(config.seed)
   start = time.perf_counter()
   initial = strategies.RandomSearch(config.strategies)
-  run_strategy(
-    ctx,
-    initial,
-    evaluate,
-    config.objective,
-    config.num_initial,
-    jax.random.fold_in(key, 1),
-    label="initial",
-    count_all=False,
-    seed=config.seed,
-    on_record=on_record,
-  )
   strategy = strategies.make_strategy(config.strategy, config.strategies, ae)
-  run_strategy(
-    ctx,
-    strategy,
-    evaluate,
-    config.objective,
-    config.num_evaluations,
-    jax.random.fold_in(key, 2),
-    seed=config.seed,
-    on_record=on_record,
-  )
+  try:
+    run_strategy(
+      ctx,
+      initial,
+      evaluate,
+      config.objective,
+      config.num_initial,
+      jax.random.fold_in(key, 1),
+      label="initial",
+      count_all=False,
+      seed=config.seed,
+      on_record=on_record,
+      executor=executor,
+    )
+    run_strategy(
+      ctx,
+      strategy,
+      evaluate,
+      config.objective,
+      config.num_evaluations,
+      jax.random.fold_in(key, 2),
+      seed=config.seed,
+      on_record=on_record,
+      executor=executor,
+    )
+  finally:
+    executor.close()
   bar.close()
   search_seconds = time.perf_counter() - start
 
@@ -395,6 +474,7 @@ def default_config() -> ml_collections.ConfigDict:
   # Weight bit widths for a sweep (one search each, into workdir/bits<b>), or () for
   # one search at weight_bits.
   c.sweep_weight_bits = ()
+  c.executor = executors.default_config()  # Where evaluations run (nasq/executors.py).
   c.progress = True  # Progress bars.
   return c
 

@@ -81,6 +81,12 @@ class SearchContext:
   activation_bits: int
   history: History
   autoencoder: Any = None  # nasq.autoencoder.TrainedAutoencoder, for latent_bo
+  # Architectures being evaluated right now (asynchronous search): not to be proposed.
+  pending: list[tuple[int, ...]] = dataclasses.field(default_factory=list)
+
+  def is_taken(self, tokens: tuple[int, ...]) -> bool:
+    """Evaluated already, or being evaluated."""
+    return self.history.evaluated_index(tokens) is not None or tokens in self.pending
 
   def costs(self, tokens) -> dict[str, float]:
     arch = self.space.decode(tokens)
@@ -115,7 +121,7 @@ class RandomSearch:
       for t in ctx.space.sample_tokens(rng, self.batch):
         t = tuple(int(v) for v in t)
         draws += 1
-        if t in seen or ctx.history.evaluated_index(t) is not None:
+        if t in seen or ctx.is_taken(t):
           continue
         seen.add(t)
         if ctx.budget.fits(ctx.costs(t)):
@@ -236,9 +242,11 @@ class LatentBO:
     x = np.stack([self._latent(r.tokens) for r in ok])
     y = np.array([r.objective for r in ok], dtype=np.float64)
     feasible = np.array([ctx.budget.fits(r.costs) for r in ok])
-    n, m = len(x), _bucket(len(x))
+    xq = np.stack([self._latent(t) for t in ctx.pending]) if ctx.pending else x[:0]
+    n, q = len(x), len(xq)
+    m = _bucket(n + q)
     mask = np.r_[np.ones(n), np.zeros(m - n)].astype(np.float32)
-    xp = np.concatenate([x, np.zeros((m - n, x.shape[1]))]).astype(np.float32)
+    xp = np.concatenate([x, xq, np.zeros((m - n - q, x.shape[1]))]).astype(np.float32)
     ys, ymean, ystd = gp.standardize(
       jnp.asarray(np.r_[y, np.zeros(m - n)], jnp.float32), mask
     )
@@ -271,6 +279,8 @@ class LatentBO:
     posts = jax.vmap(
       lambda p: gp.condition(kernel, p, jnp.asarray(xp), ys, jnp.asarray(mask))
     )(samples)
+    if q:
+      posts = self._believe_pending(posts, samples, xp, ys, n, q)
     log_budget, constrained = self._log_budget(ctx)
     best_feasible = ys[:n][feasible].max() if feasible.any() else jnp.asarray(0.0)
     aux = {
@@ -304,6 +314,22 @@ class LatentBO:
         return proposals
     return self.fallback.propose(ctx, key)
 
+  def _believe_pending(self, posts, samples, xp, ys, n: int, q: int):
+    """Kriging believer (Ginsbourger et al. 2010): the architectures being evaluated
+    (rows n..n+q of ``xp``) join the data with the posterior mean as their value, under
+    the same hyperparameters. Their predictive variance collapses, so the acquisition
+    looks elsewhere, and the incumbent stays the best real observation."""
+    kernel = str(self.config.kernel)
+    xpj = jnp.asarray(xp)
+    believed = jax.vmap(lambda post: gp.predict(kernel, post, xpj[n : n + q])[0])(posts)
+    mask = jnp.asarray(np.r_[np.ones(n + q), np.zeros(len(xp) - n - q)], jnp.float32)
+
+    def condition(p, values):
+      y = ys.at[n : n + q].set(values)
+      return gp.condition(kernel, p, xpj, y, mask)
+
+    return jax.vmap(condition)(samples, believed)
+
   def _rank(self, ctx: SearchContext, points: np.ndarray, aux) -> list[Proposal]:
     """New architectures decoded from ``points``, best first by the acquisition at the
     code of the architecture each decodes to (the cost predictor and the GP are accurate
@@ -314,7 +340,7 @@ class LatentBO:
     out, seen = [], set()
     for i in np.argsort(-values, kind="stable"):
       t = tuple(int(v) for v in decoded[i])
-      if t not in seen and ctx.history.evaluated_index(t) is None:
+      if t not in seen and not ctx.is_taken(t):
         seen.add(t)
         out.append(Proposal(t, tuple(float(v) for v in points[i])))
     return out[:16]
