@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax.training import train_state
 from tqdm.auto import tqdm
@@ -47,7 +48,37 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Initialization, shuffling and augmentation seed.
   c.final = False  # True: train on train+validation and report test accuracy.
   c.progress = True  # Show a progress bar.
+  # Local devices each batch is split over (data parallel, parameters replicated); 0 =
+  # all local devices. batch_size and eval_batch_size must be divisible by it.
+  c.num_devices = 1
   return c
+
+
+def data_parallel_shardings(
+  config: ml_collections.ConfigDict,
+) -> tuple[Any, Any] | None:
+  """(batch sharding, replicated sharding) over a 1-D mesh of ``config.num_devices``
+  local devices, or None for one device (the single-device path, unchanged)."""
+  devices = jax.local_devices()
+  n = len(devices) if int(config.num_devices) == 0 else int(config.num_devices)
+  if not 1 <= n <= len(devices):
+    raise ValueError(
+      f"train.num_devices must be 0 (all) or in [1, {len(devices)}] (the local "
+      f"devices), got {config.num_devices}"
+    )
+  for field in ("batch_size", "eval_batch_size"):
+    if int(config[field]) % n:
+      raise ValueError(
+        f"train.{field} {config[field]} must be divisible by the {n} devices it is "
+        f"split over (train.num_devices)"
+      )
+  if n == 1:
+    return None
+  mesh = jax.sharding.Mesh(np.asarray(devices[:n]), ("data",))
+  return (
+    jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")),
+    jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+  )
 
 
 class TrainState(train_state.TrainState):
@@ -180,12 +211,16 @@ def make_optimizer(
 
 
 def evaluate(
-  state: TrainState, split: data_lib.Split, eval_fn: Callable, batch_size: int
+  state: TrainState,
+  split: data_lib.Split,
+  eval_fn: Callable,
+  batch_size: int,
+  place_batch: Callable = lambda batch: batch,
 ) -> tuple[float, float]:
   """(accuracy, mean loss) over a whole split."""
   totals = None
   for batch in data_lib.eval_batches(split, batch_size):
-    out = eval_fn(state, batch)
+    out = eval_fn(state, place_batch(batch))
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
   totals = jax.device_get(totals)
   return float(totals["correct"] / totals["count"]), float(
@@ -223,6 +258,14 @@ def train_and_evaluate(
       f"{len(train_split)} training examples"
     )
   tx = make_optimizer(config, steps_per_epoch)
+  shardings = data_parallel_shardings(config)
+  if shardings is None:
+    place_batch = place_state = lambda tree: tree  # noqa: E731
+  else:
+    # Batches split over the mesh, parameters and optimizer state replicated: jit
+    # partitions the step, and BatchNorm's batch statistics become all-reduces.
+    place_batch = functools.partial(jax.device_put, device=shardings[0])
+    place_state = functools.partial(jax.device_put, device=shardings[1])
   mean, std = jnp.asarray(data.mean), jnp.asarray(data.std)
   step_fn = jax.jit(
     functools.partial(
@@ -252,18 +295,20 @@ def train_and_evaluate(
   )
   try:
     variables = init_variables(model, data.input_shape, init_key)
-    state = TrainState.create(
-      apply_fn=model.apply,
-      params=variables["params"],
-      batch_stats=variables["batch_stats"],
-      tx=tx,
+    state = place_state(
+      TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        tx=tx,
+      )
     )
     for epoch in range(config.epochs):
       loss_sum, acc_sum = jnp.zeros(()), jnp.zeros(())
       for batch in data_lib.train_batches(
         train_split, config.batch_size, config.seed, epoch
       ):
-        state, metrics = step_fn(state, batch, aug_key)
+        state, metrics = step_fn(state, place_batch(batch), aug_key)
         loss_sum, acc_sum = loss_sum + metrics["loss"], acc_sum + metrics["accuracy"]
         bar.update(1)
       train_loss = float(loss_sum) / steps_per_epoch
@@ -282,7 +327,7 @@ def train_and_evaluate(
         break
       if not config.final:
         epoch_metrics["val_accuracy"], epoch_metrics["val_loss"] = evaluate(
-          state, data.val, eval_fn, config.eval_batch_size
+          state, data.val, eval_fn, config.eval_batch_size, place_batch
         )
       result.epoch_metrics.append(epoch_metrics)
       result = dataclasses.replace(
@@ -295,7 +340,9 @@ def train_and_evaluate(
       if on_epoch is not None:
         on_epoch(epoch + 1, epoch_metrics)
     if result.status == STATUS_OK and config.final:
-      test_accuracy, _ = evaluate(state, data.test, eval_fn, config.eval_batch_size)
+      test_accuracy, _ = evaluate(
+        state, data.test, eval_fn, config.eval_batch_size, place_batch
+      )
       result = dataclasses.replace(result, test_accuracy=test_accuracy)
   except (jax.errors.JaxRuntimeError, MemoryError, FloatingPointError) as e:
     result = dataclasses.replace(

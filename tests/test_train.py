@@ -87,3 +87,67 @@ def test_bad_optimizer_is_named():
     train.train_and_evaluate(
       ARCH, QuantConfig(4), synthetic_dataset(), small_config(optimizer="lbfgs")
     )
+
+
+DATA_PARALLEL_SCRIPT = """
+import json, jax, numpy as np
+from nasq import train
+from nasq.quant import QuantConfig
+from tests.test_train import ARCH, small_config, synthetic_dataset
+assert jax.local_device_count() == 2, jax.devices()
+ds = synthetic_dataset(n=512)
+out = {}
+for n in (1, 2):
+  r = train.train_and_evaluate(
+    ARCH, QuantConfig(4), ds, small_config(epochs=3, num_devices=n)
+  )
+  leaf = jax.tree.leaves(r.variables["params"])[0]
+  out[n] = {
+    "status": r.status,
+    "epochs": r.epoch_metrics,
+    "devices": len(leaf.sharding.device_set),
+    "params": [np.asarray(x).tolist() for x in jax.tree.leaves(r.variables["params"])],
+  }
+try:
+  train.train_and_evaluate(ARCH, QuantConfig(4), ds, small_config(batch_size=63, num_devices=2))
+except ValueError as e:
+  out["error"] = str(e)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_data_parallel_training_on_two_devices_matches_one_device():
+  """Two simulated CPU devices (a fresh process: the device count is fixed at start)."""
+  import json
+  import os
+  import subprocess
+  import sys
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env["JAX_PLATFORMS"] = "cpu"
+  proc = subprocess.run(
+    [sys.executable, "-c", DATA_PARALLEL_SCRIPT],
+    cwd=root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.split("RESULT", 1)[1])
+  one, two = out["1"], out["2"]
+  assert one["status"] == two["status"] == "ok"
+  assert (one["devices"], two["devices"]) == (1, 2)  # parameters replicated on both
+  for a, b in zip(one["epochs"], two["epochs"], strict=True):
+    np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(a["val_loss"], b["val_loss"], rtol=1e-4)
+  for a, b in zip(one["params"], two["params"], strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+  assert "train.batch_size 63 must be divisible by the 2 devices" in out["error"]
+
+
+def test_num_devices_errors_are_named():
+  ds = synthetic_dataset(n=256)
+  with pytest.raises(ValueError, match="train.num_devices must be 0"):
+    train.train_and_evaluate(ARCH, QuantConfig(4), ds, small_config(num_devices=64))
