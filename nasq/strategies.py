@@ -16,6 +16,7 @@ not evaluated before; every strategy sees the same loop, so comparisons are fair
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -211,6 +212,13 @@ class LatentBO:
       return jax.nn.logsumexp(per_sample) - jnp.log(per_sample.shape[0])
 
     self._acquisition = acq
+    # Posteriors for every hyperparameter sample, compiled once per padded size.
+    self._condition = jax.jit(
+      jax.vmap(functools.partial(gp.condition, kernel), in_axes=(0, None, None, None))
+    )
+    self._condition_each = jax.jit(
+      jax.vmap(functools.partial(gp.condition, kernel), in_axes=(0, None, 0, None))
+    )
     self._batch_acquisition = jax.jit(jax.vmap(acq, in_axes=(0, None)))
     self._encode_cache: dict[tuple[int, ...], np.ndarray] = {}
 
@@ -276,9 +284,7 @@ class LatentBO:
         steps=int(self.config.map_steps),
       )
       samples = jax.tree.map(lambda v: v[None], params)
-    posts = jax.vmap(
-      lambda p: gp.condition(kernel, p, jnp.asarray(xp), ys, jnp.asarray(mask))
-    )(samples)
+    posts = self._condition(samples, jnp.asarray(xp), ys, jnp.asarray(mask))
     if q:
       posts = self._believe_pending(posts, samples, xp, ys, n, q)
     log_budget, constrained = self._log_budget(ctx)
@@ -323,12 +329,10 @@ class LatentBO:
     xpj = jnp.asarray(xp)
     believed = jax.vmap(lambda post: gp.predict(kernel, post, xpj[n : n + q])[0])(posts)
     mask = jnp.asarray(np.r_[np.ones(n + q), np.zeros(len(xp) - n - q)], jnp.float32)
-
-    def condition(p, values):
-      y = ys.at[n : n + q].set(values)
-      return gp.condition(kernel, p, xpj, y, mask)
-
-    return jax.vmap(condition)(samples, believed)
+    # One believed target vector per hyperparameter sample.
+    ys_believed = jnp.broadcast_to(ys, (believed.shape[0],) + ys.shape)
+    ys_believed = ys_believed.at[:, n : n + q].set(believed)
+    return self._condition_each(samples, xpj, ys_believed, mask)
 
   def _rank(self, ctx: SearchContext, points: np.ndarray, aux) -> list[Proposal]:
     """New architectures decoded from ``points``, best first by the acquisition at the
