@@ -119,6 +119,30 @@ def _run_one(args: tuple) -> dict[str, Any]:
   }
 
 
+def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict]:
+  """Every (setting, seed, strategy) run, in ``config.processes`` processes; each returns
+  its best-so-far curve. Runs already finished in ``workdir`` are read back."""
+  jobs = [
+    (config, setting, name, seed, str(workdir))
+    for setting in config.settings
+    for seed in range(config.num_seeds)
+    for name in config.strategies_to_run
+  ]
+  if config.processes <= 1:
+    return [_run_one(j) for j in jobs]
+  ctx = multiprocessing.get_context("spawn")
+  with ctx.Pool(config.processes) as pool:
+    results = []
+    for i, r in enumerate(pool.imap_unordered(_run_one, jobs), start=1):
+      results.append(r)
+      print(
+        f"[{i}/{len(jobs)}] {r['setting']} {r['strategy']} seed {r['seed']}: "
+        f"best {r['curve'][-1]:.3f} ({r['seconds']:.0f} s)",
+        flush=True,
+      )
+  return results
+
+
 def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   """Runs the comparison and writes results.json, table.md and curves_<setting>.png."""
   workdir = Path(workdir)
@@ -127,26 +151,8 @@ def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -
   table_eval = make_table(config, space)
   if "latent_bo" in config.strategies_to_run:  # train (or load) once, before the workers
     ae_lib.load_or_train(config.space, config.autoencoder, config.cache_dir)
-  jobs = [
-    (config, setting, name, seed, str(workdir))
-    for setting in config.settings
-    for seed in range(config.num_seeds)
-    for name in config.strategies_to_run
-  ]
   start = time.perf_counter()
-  if config.processes > 1:
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(config.processes) as pool:
-      results = []
-      for i, r in enumerate(pool.imap_unordered(_run_one, jobs), start=1):
-        results.append(r)
-        print(
-          f"[{i}/{len(jobs)}] {r['setting']} {r['strategy']} seed {r['seed']}: "
-          f"best {r['curve'][-1]:.3f} ({r['seconds']:.0f} s)",
-          flush=True,
-        )
-  else:
-    results = [_run_one(j) for j in jobs]
+  results = run_all(config, workdir)
   wall = time.perf_counter() - start
 
   summary: dict[str, Any] = {
