@@ -1,7 +1,7 @@
 """Exact Gaussian-process regression in JAX, for Bayesian optimization in the latent space.
 
-Laid out like tinygp: a kernel evaluates one pair of points and is vmapped over
-matrices; conditioning returns a small NamedTuple. Targets are standardized before
+Kernels are functions of the squared scaled distance, computed for whole matrices with
+matrix products; conditioning returns a small NamedTuple. Targets are standardized before
 fitting. Hyperparameters (ARD length scales, amplitude, noise, constant mean) live in an
 unconstrained ``GPParams`` pytree (logs of the positive ones) and are fitted either by
 MAP with optax from several restarts (``fit_map``) or sampled with numpyro NUTS
@@ -63,25 +63,29 @@ def default_params(dim: int) -> GPParams:
 # --- kernels ----------------------------------------------------------------------------
 
 
-def _scaled_distance(x1: Array, x2: Array, lengthscale: Array) -> Array:
-  r2 = jnp.sum(((x1 - x2) / lengthscale) ** 2)
+def _matern52_r2(r2: Array, variance: Array) -> Array:
+  """Matern-5/2 of a squared scaled distance."""
   # The gradient of sqrt at 0 is infinite: take it of a value kept away from 0.
   safe = jnp.where(r2 > 1e-12, r2, 1.0)
-  return jnp.where(r2 > 1e-12, jnp.sqrt(safe), 0.0)
+  r = math.sqrt(5.0) * jnp.where(r2 > 1e-12, jnp.sqrt(safe), 0.0)
+  return variance * (1.0 + r + r * r / 3.0) * jnp.exp(-r)
+
+
+def _rbf_r2(r2: Array, variance: Array) -> Array:
+  return variance * jnp.exp(-0.5 * r2)
+
+
+_KERNEL_FNS = {"matern52": _matern52_r2, "rbf": _rbf_r2}
 
 
 def matern52(x1: Array, x2: Array, lengthscale: Array, variance: Array) -> Array:
   """Matern-5/2 with ARD length scales, for one pair of points."""
-  r = math.sqrt(5.0) * _scaled_distance(x1, x2, lengthscale)
-  return variance * (1.0 + r + r * r / 3.0) * jnp.exp(-r)
+  return _matern52_r2(jnp.sum(((x1 - x2) / lengthscale) ** 2), variance)
 
 
 def rbf(x1: Array, x2: Array, lengthscale: Array, variance: Array) -> Array:
   """Squared exponential with ARD length scales, for one pair of points."""
-  return variance * jnp.exp(-0.5 * jnp.sum(((x1 - x2) / lengthscale) ** 2))
-
-
-_KERNEL_FNS = {"matern52": matern52, "rbf": rbf}
+  return _rbf_r2(jnp.sum(((x1 - x2) / lengthscale) ** 2), variance)
 
 
 def check_kernel(kernel: str) -> None:
@@ -89,14 +93,23 @@ def check_kernel(kernel: str) -> None:
     raise ValueError(f"gp.kernel must be one of {list(KERNELS)}, got {kernel!r}")
 
 
-def kernel_matrix(kernel: str, params: GPParams, x1: Array, x2: Array) -> Array:
-  """[n1, n2] covariance matrix (the pair kernel vmapped over both sets)."""
-  fn = functools.partial(
-    _KERNEL_FNS[kernel],
-    lengthscale=jnp.exp(params.log_lengthscale),
-    variance=jnp.exp(2 * params.log_amplitude),
+def scaled_sq_distances(x1: Array, x2: Array, lengthscale: Array) -> Array:
+  """[n1, n2] squared distances after dividing each dimension by its length scale,
+  as |a|^2 + |b|^2 - 2 a.b (matrix products: no [n1, n2, d] intermediate, the bulk
+  of a likelihood gradient otherwise), clipped at 0 against rounding."""
+  a, b = x1 / lengthscale, x2 / lengthscale
+  r2 = (
+    jnp.sum(a * a, -1)[:, None]
+    + jnp.sum(b * b, -1)[None, :]
+    - 2.0 * jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST)
   )
-  return jax.vmap(lambda a: jax.vmap(lambda b: fn(a, b))(x2))(x1)
+  return jnp.maximum(r2, 0.0)
+
+
+def kernel_matrix(kernel: str, params: GPParams, x1: Array, x2: Array) -> Array:
+  """[n1, n2] covariance matrix."""
+  r2 = scaled_sq_distances(x1, x2, jnp.exp(params.log_lengthscale))
+  return _KERNEL_FNS[kernel](r2, jnp.exp(2 * params.log_amplitude))
 
 
 # --- conditioning -----------------------------------------------------------------------
