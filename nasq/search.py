@@ -8,6 +8,7 @@ retrained.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -71,132 +72,119 @@ def run_strategy(
   history as it arrives. A candidate's training seed is ``seed`` plus the index it
   would have in submission order.
   """
-  from nasq import executors as executors_lib
 
   if executor is None:
-    executor = executors_lib.LocalExecutor(evaluate)
-  source = label or strategy.name
-  fallback = strategies.RandomSearch()
-  rejected: set[tuple[int, ...]] = {
+    executor = executors.LocalExecutor(evaluate)
+  loop = _Loop(
+    ctx, strategy, executor, objective, label or strategy.name, key, seed, on_record
+  )
+  loop.rejected = {
     r.tokens for r in ctx.history if r.status in (STATUS_INFEASIBLE, STATUS_DUPLICATE)
   }
-  misses = 0
-  count = lambda: ctx.history.num_evaluated(None if count_all else source)  # noqa: E731
-  pending: dict[Any, dict[str, Any]] = {}
+  loop.max_rejections = max_rejections
+  count = lambda: ctx.history.num_evaluated(None if count_all else loop.source)  # noqa: E731
   ctx.pending = []
   try:
     while True:
-      while len(pending) < executor.num_workers and count() + len(pending) < (
-        num_evaluations
+      while len(loop.pending) < executor.num_workers and (
+        count() + len(loop.pending) < num_evaluations
       ):
-        misses = _submit_next(
-          ctx,
-          strategy,
-          fallback,
-          executor,
-          pending,
-          rejected,
-          source,
-          key,
-          seed,
-          misses,
-          max_rejections,
-          on_record,
-        )
-      if not pending:
+        loop.submit_next()
+      if not loop.pending:
         return
-      for handle, result in executor.wait_any(list(pending)):
-        common = pending.pop(handle)
-        ctx.pending = [p for p in ctx.pending if p != common["tokens"]]
-        value = (
-          evaluators.objective_value(objective, result.metrics, common["costs"])
-          if result.status == STATUS_OK
-          else None
-        )
-        status, reason = result.status, result.reason
-        if status == STATUS_OK and value is None:
-          status, reason = "failed", f"objective metric {objective.metric} missing"
-        record = ctx.history.append(
-          Record(
-            index=ctx.history.next_index,
-            status=status,
-            objective=value,
-            metrics=result.metrics,
-            seconds=result.seconds,
-            reason=reason,
-            **common,
-          )
-        )
-        if on_record:
-          on_record(record)
+      for handle, result in executor.wait_any(list(loop.pending)):
+        loop.record_result(handle, result)
   finally:
     ctx.pending = []
 
 
-def _submit_next(
-  ctx,
-  strategy,
-  fallback,
-  executor,
-  pending,
-  rejected,
-  source,
-  key,
-  seed,
-  misses,
-  max_rejections,
-  on_record,
-) -> int:
-  """Proposes until one architecture is submitted (recording the rejected ones);
-  returns the count of rejections in a row."""
-  while True:
-    step_key = jax.random.fold_in(key, ctx.history.next_index)
-    if pending:
-      step_key = jax.random.fold_in(step_key, len(pending))
-    use = strategy if misses < max_rejections else fallback
-    proposals = use.propose(ctx, step_key)
-    if not proposals:
-      raise RuntimeError(
-        f"{use.name} found no new architecture that fits the budget {ctx.budget}"
-      )
-    for proposal in proposals:
-      tokens = proposal.tokens
-      if tokens in ctx.pending:
-        misses += 1
-        continue
-      arch = ctx.space.decode(tokens)
-      costs = ctx.costs(tokens)
-      common = dict(
-        source=source if use is strategy else f"{source}/random",
-        arch=arch.to_string(),
-        tokens=tokens,
-        costs=costs,
-        latent=proposal.latent,
-      )
-      earlier = ctx.history.evaluated_index(tokens)
-      if earlier is not None or not ctx.budget.fits(costs):
-        misses += 1
-        if tokens not in rejected:
-          rejected.add(tokens)
-          status = STATUS_DUPLICATE if earlier is not None else STATUS_INFEASIBLE
-          reason = "; ".join(ctx.budget.violations(costs)) if earlier is None else ""
-          record = ctx.history.append(
-            Record(
-              index=ctx.history.next_index,
-              status=status,
+@dataclasses.dataclass
+class _Loop:
+  """The state of one ``run_strategy`` call."""
+
+  ctx: strategies.SearchContext
+  strategy: Any
+  executor: Any
+  objective: ml_collections.ConfigDict
+  source: str
+  key: jax.Array
+  seed: int
+  on_record: Callable[[Record], None] | None
+  max_rejections: int = 100
+  misses: int = 0  # rejections in a row
+  rejected: set[tuple[int, ...]] = dataclasses.field(default_factory=set)
+  pending: dict[Any, dict[str, Any]] = dataclasses.field(default_factory=dict)
+  fallback: Any = dataclasses.field(default_factory=strategies.RandomSearch)
+
+  def _append(self, **fields) -> None:
+    record = self.ctx.history.append(Record(index=self.ctx.history.next_index, **fields))
+    if self.on_record:
+      self.on_record(record)
+
+  def submit_next(self) -> None:
+    """Proposes until one architecture is submitted, recording the rejected ones."""
+    ctx = self.ctx
+    while True:
+      step_key = jax.random.fold_in(self.key, ctx.history.next_index)
+      if self.pending:
+        step_key = jax.random.fold_in(step_key, len(self.pending))
+      use = self.strategy if self.misses < self.max_rejections else self.fallback
+      proposals = use.propose(ctx, step_key)
+      if not proposals:
+        raise RuntimeError(
+          f"{use.name} found no new architecture that fits the budget {ctx.budget}"
+        )
+      for proposal in proposals:
+        tokens = proposal.tokens
+        if tokens in ctx.pending:
+          self.misses += 1
+          continue
+        arch = ctx.space.decode(tokens)
+        costs = ctx.costs(tokens)
+        common = dict(
+          source=self.source if use is self.strategy else f"{self.source}/random",
+          arch=arch.to_string(),
+          tokens=tokens,
+          costs=costs,
+          latent=proposal.latent,
+        )
+        earlier = ctx.history.evaluated_index(tokens)
+        if earlier is not None or not ctx.budget.fits(costs):
+          self.misses += 1
+          if tokens not in self.rejected:
+            self.rejected.add(tokens)
+            self._append(
+              status=STATUS_DUPLICATE if earlier is not None else STATUS_INFEASIBLE,
               duplicate_of=earlier,
-              reason=reason,
+              reason="; ".join(ctx.budget.violations(costs)) if earlier is None else "",
               **common,
             )
-          )
-          if on_record:
-            on_record(record)
-        continue
-      common["seed"] = seed + ctx.history.next_index + len(pending)
-      handle = executor.submit(arch, common["seed"])
-      pending[handle] = common
-      ctx.pending = ctx.pending + [tokens]
-      return 0
+          continue
+        common["seed"] = self.seed + ctx.history.next_index + len(self.pending)
+        self.pending[self.executor.submit(arch, common["seed"])] = common
+        ctx.pending = ctx.pending + [tokens]
+        self.misses = 0
+        return
+
+  def record_result(self, handle: Any, result: evaluators.Evaluation) -> None:
+    common = self.pending.pop(handle)
+    self.ctx.pending = [p for p in self.ctx.pending if p != common["tokens"]]
+    value = (
+      evaluators.objective_value(self.objective, result.metrics, common["costs"])
+      if result.status == STATUS_OK
+      else None
+    )
+    status, reason = result.status, result.reason
+    if status == STATUS_OK and value is None:
+      status, reason = "failed", f"objective metric {self.objective.metric} missing"
+    self._append(
+      status=status,
+      objective=value,
+      metrics=result.metrics,
+      seconds=result.seconds,
+      reason=reason,
+      **common,
+    )
 
 
 def _check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
