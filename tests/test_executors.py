@@ -254,3 +254,26 @@ def test_unreachable_address_fails_fast_naming_it():
   assert time.monotonic() - start < 10
   with pytest.raises(ValueError, match="executor.address must be"):
     executors.wait_for_address("no-port-here", 1.0)
+
+
+def test_run_search_trains_candidates_on_ray_workers(tmp_path, ray_cluster):
+  """The real search with QAT on 2 Ray workers, each loading the data itself."""
+  from tests.test_data import fake_fashion_mnist
+
+  fake_fashion_mnist(tmp_path, n_train=300, n_test=50)
+  config = search.default_config()
+  config.strategy = "random"
+  config.num_initial, config.num_evaluations, config.num_final = 2, 4, 1
+  config.space.max_layers, config.space.channels = 3, (4, 8)
+  config.budget.model_size_bits = 8000
+  config.progress = False
+  for data in (config.data, config.final_data):
+    data.data_dir, data.val_size = str(tmp_path), 100
+  for train in (config.train, config.final_train):
+    train.epochs, train.batch_size, train.progress = 1, 50, False
+  config.executor.kind, config.executor.num_workers = "ray", 2
+  summary = search.run_search(config, tmp_path / "search")
+  records = evaluated(History.open(tmp_path / "search"))
+  assert len(records) == 4 and len({r.tokens for r in records}) == 4
+  assert all(r.status == "ok" and r.metrics["val_accuracy"] is not None for r in records)
+  assert summary["final"][0]["test_accuracy"] is not None
