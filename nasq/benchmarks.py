@@ -62,15 +62,31 @@ def _setting_budget(config, space, setting: str) -> strategies.Budget:
   raise ValueError(f"settings must be among ['unconstrained', 'budget'], got {setting!r}")
 
 
+# Per process: the evaluator, the autoencoder and each strategy, built once and reused
+# by every run the process does (a strategy holds no per-run state; reusing latent BO's
+# compiled functions saves a compilation per padded data size and run).
+_PROCESS_CACHE: dict[str, Any] = {}
+
+
+def _cached(key: str, build: Any) -> Any:
+  if key not in _PROCESS_CACHE:
+    _PROCESS_CACHE[key] = build()
+  return _PROCESS_CACHE[key]
+
+
 def _run_one(args: tuple) -> dict[str, Any]:
   config, setting, name, seed, workdir = args
+  config_key = config.to_json_best_effort(sort_keys=True)
   space = make_space(config.space)
-  evaluate = make_evaluator(config, space)
+  evaluate = _cached(f"evaluator {config_key}", lambda: make_evaluator(config, space))
   budget = _setting_budget(config, space, setting)
   ae = None
   if name == "latent_bo":
-    ae = ae_lib.load_or_train(
-      config.space, config.autoencoder, config.cache_dir, progress=False
+    ae = _cached(
+      f"autoencoder {config_key}",
+      lambda: ae_lib.load_or_train(
+        config.space, config.autoencoder, config.cache_dir, progress=False
+      ),
     )
   run_dir = Path(workdir) / "runs" / setting / name / f"seed{seed}"
   ctx = strategies.SearchContext(space, budget, 32, 8, History.open(run_dir), ae)
@@ -88,7 +104,10 @@ def _run_one(args: tuple) -> dict[str, Any]:
     label="initial",
     count_all=False,
   )
-  strategy = strategies.make_strategy(name, config.strategy_config, ae)
+  strategy = _cached(
+    f"{name} {config_key}",
+    lambda: strategies.make_strategy(name, config.strategy_config, ae),
+  )
   executor = executors.make_executor(
     config.executor, evaluate=evaluate, factory=functools.partial(make_evaluator, config)
   )
