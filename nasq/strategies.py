@@ -335,19 +335,25 @@ class LatentBO:
     return self._condition_each(samples, xpj, ys_believed, mask)
 
   def _rank(self, ctx: SearchContext, points: np.ndarray, aux) -> list[Proposal]:
-    """New architectures decoded from ``points``, best first by the acquisition at the
-    code of the architecture each decodes to (the cost predictor and the GP are accurate
-    on the codes of real architectures, not everywhere between them)."""
+    """New architectures within the budget decoded from ``points``, best first by the
+    acquisition at the code of the architecture each decodes to (the cost predictor and
+    the GP are accurate on the codes of real architectures, not everywhere between
+    them)."""
     decoded = self.ae.decode(points)
     projected = self.ae.encode(decoded)
     values = np.asarray(self._batch_acquisition(jnp.asarray(projected), aux))
     out, seen = [], set()
     for i in np.argsort(-values, kind="stable"):
       t = tuple(int(v) for v in decoded[i])
-      if t not in seen and not ctx.is_taken(t):
-        seen.add(t)
+      if t in seen or ctx.is_taken(t):
+        continue
+      seen.add(t)
+      # Exact costs are cheap: never spend a BO step on what the budget rules out.
+      if ctx.budget.fits(ctx.costs(t)):
         out.append(Proposal(t, tuple(float(v) for v in points[i])))
-    return out[:16]
+        if len(out) == 16:
+          break
+    return out
 
 
 def default_config() -> ml_collections.ConfigDict:
