@@ -76,12 +76,19 @@ def run_strategy(
   if executor is None:
     executor = executors.LocalExecutor(evaluate)
   loop = _Loop(
-    ctx, strategy, executor, objective, label or strategy.name, key, seed, on_record
+    ctx,
+    strategy,
+    executor,
+    objective,
+    label or strategy.name,
+    key,
+    seed,
+    on_record,
+    max_rejections,
+    rejected={
+      r.tokens for r in ctx.history if r.status in (STATUS_INFEASIBLE, STATUS_DUPLICATE)
+    },
   )
-  loop.rejected = {
-    r.tokens for r in ctx.history if r.status in (STATUS_INFEASIBLE, STATUS_DUPLICATE)
-  }
-  loop.max_rejections = max_rejections
   count = lambda: ctx.history.num_evaluated(None if count_all else loop.source)  # noqa: E731
   ctx.pending = []
   try:
@@ -115,6 +122,10 @@ class _Loop:
   rejected: set[tuple[int, ...]] = dataclasses.field(default_factory=set)
   pending: dict[Any, dict[str, Any]] = dataclasses.field(default_factory=dict)
   fallback: Any = dataclasses.field(default_factory=strategies.RandomSearch)
+
+  def _publish_pending(self) -> None:
+    """What strategies see as being evaluated: derived from the tasks in flight."""
+    self.ctx.pending = [c["tokens"] for c in self.pending.values()]
 
   def _append(self, **fields) -> None:
     record = self.ctx.history.append(Record(index=self.ctx.history.next_index, **fields))
@@ -162,13 +173,13 @@ class _Loop:
           continue
         common["seed"] = self.seed + ctx.history.next_index + len(self.pending)
         self.pending[self.executor.submit(arch, common["seed"])] = common
-        ctx.pending = ctx.pending + [tokens]
+        self._publish_pending()
         self.misses = 0
         return
 
   def record_result(self, handle: Any, result: evaluators.Evaluation) -> None:
     common = self.pending.pop(handle)
-    self.ctx.pending = [p for p in self.ctx.pending if p != common["tokens"]]
+    self._publish_pending()
     value = (
       evaluators.objective_value(self.objective, result.metrics, common["costs"])
       if result.status == STATUS_OK

@@ -213,10 +213,8 @@ class LatentBO:
 
     self._acquisition = acq
     # Posteriors for every hyperparameter sample, compiled once per padded size.
+    # (One target vector per sample: the kriging believer's values differ by sample.)
     self._condition = jax.jit(
-      jax.vmap(functools.partial(gp.condition, kernel), in_axes=(0, None, None, None))
-    )
-    self._condition_each = jax.jit(
       jax.vmap(functools.partial(gp.condition, kernel), in_axes=(0, None, 0, None))
     )
     self._batch_acquisition = jax.jit(jax.vmap(acq, in_axes=(0, None)))
@@ -284,7 +282,10 @@ class LatentBO:
         steps=int(self.config.map_steps),
       )
       samples = jax.tree.map(lambda v: v[None], params)
-    posts = self._condition(samples, jnp.asarray(xp), ys, jnp.asarray(mask))
+    num_samples = jax.tree.leaves(samples)[0].shape[0]
+    posts = self._condition(
+      samples, jnp.asarray(xp), jnp.broadcast_to(ys, (num_samples,) + ys.shape), mask
+    )
     if q:
       posts = self._believe_pending(posts, samples, xp, ys, n, q)
     log_budget, constrained = self._log_budget(ctx)
@@ -332,7 +333,7 @@ class LatentBO:
     # One believed target vector per hyperparameter sample.
     ys_believed = jnp.broadcast_to(ys, (believed.shape[0],) + ys.shape)
     ys_believed = ys_believed.at[:, n : n + q].set(believed)
-    return self._condition_each(samples, xpj, ys_believed, mask)
+    return self._condition(samples, xpj, ys_believed, mask)
 
   def _rank(self, ctx: SearchContext, points: np.ndarray, aux) -> list[Proposal]:
     """New architectures within the budget decoded from ``points``, best first by the
