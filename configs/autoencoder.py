@@ -8,8 +8,8 @@ reconstructed exactly); later runs with the same space and autoencoder config lo
 from ``cache_dir``. For NAS-Bench-201 use ``configs/autoencoder_nb201.py``.
 """
 
-from nasq import autoencoder
+from nasq.runs import autoencoder
 
 
 def get_config():
-  return autoencoder.experiment_config()
+  return autoencoder.default_config()

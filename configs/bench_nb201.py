@@ -8,8 +8,8 @@ latent_bo, random and evolution, 20 seeds x 150 queries each, unconstrained and 
 budget of half the largest cell's parameters; 2 processes.
 """
 
-from nasq import benchmarks
+from nasq.runs import compare
 
 
 def get_config():
-  return benchmarks.default_config()
+  return compare.default_config()

@@ -10,7 +10,7 @@ epochs on train+validation. Hours on one GPU; not meant for a CPU. Set
 ``data.download=True`` to let TFDS fetch and prepare CIFAR-100 first.
 """
 
-from nasq import search
+from nasq.runs import search
 
 
 def get_config():

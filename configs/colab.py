@@ -9,7 +9,7 @@ best retrained for 30 epochs on train+validation. TFDS downloads CIFAR-10 the fi
 time. Each batch is split over all local devices (8 TPU cores, or 1 GPU).
 """
 
-from nasq import search
+from nasq.runs import search
 
 
 def get_config():

@@ -15,7 +15,7 @@ Variants: ``--config.strategy=random`` or ``evolution``; ``--config.sweep_weight
 combined accuracy-vs-size front.
 """
 
-from nasq import search
+from nasq.runs import search
 
 
 def get_config():

@@ -9,7 +9,7 @@ a macro space up to 12 layers with channels up to 128, at most 256 KB of weights
 MACs. Hours on one GPU per bit width.
 """
 
-from nasq import search
+from nasq.runs import search
 
 
 def get_config():

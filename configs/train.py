@@ -13,18 +13,10 @@ reports test accuracy.
 
 import ml_collections
 
-from nasq import data, spaces, train
+from nasq.runs import train
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  # Architecture: a name from nasq.spaces.macro.REFERENCE_NETWORKS, a macro-space string
-  # ("conv3:s1:c32 maxpool:s2 ..."), or a NAS-Bench-201 string (with space.name=nb201).
-  config.arch = "fmnist_ref"
-  config.space = spaces.default_config("macro")  # Space the string is read in.
-  config.weight_bits = 4  # Weight bit width: 2..8, or 32 for float.
-  config.activation_bits = 8  # Activation bits for the peak-memory cost.
-  config.data = data.default_config()  # Dataset and split.
-  config.train = train.default_config()  # Schedule.
+  config = train.default_config()  # every field, commented, in nasq/runs/train.py
   config.train.epochs = 3
   return config

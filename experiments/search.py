@@ -10,7 +10,7 @@ A rerun with the same workdir resumes.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nasq import search
+from nasq.runs import search
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/default.py", "Search configuration file."

@@ -7,7 +7,7 @@ r"""Trains one architecture with quantization-aware training.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nasq import run
+from nasq.runs import train
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/train.py", "Training configuration file."
@@ -19,7 +19,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # keep checkpointing chatter off the console
-  result = run.train_one(_CONFIG.value, _WORKDIR.value)
+  result = train.train_one(_CONFIG.value, _WORKDIR.value)
   return 0 if result.status == "ok" else 1
 
 

@@ -7,7 +7,7 @@ r"""Trains (or loads from the cache) an architecture autoencoder and reports its
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nasq import autoencoder
+from nasq.runs import autoencoder
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/autoencoder.py", "Autoencoder configuration file."

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import optax
 from jax.scipy.special import erfcx, log_ndtr
 
+from nasq import gp, gp_numpyro
+
 Array = jax.Array
 PRNGKey = jax.Array
 PyTree = Any
@@ -159,7 +161,6 @@ def optimize(
 def _gp_log_eic(kernel: str, z: Array, aux: PyTree) -> Array:
   """log EIC with GPs for the objective and every constraint (hyperparameter samples
   averaged); used by ``constrained_bo_step``."""
-  from nasq import gp
 
   def predict(posts):
     mean, var = jax.vmap(lambda p: gp.predict(kernel, p, z[None]))(posts)
@@ -198,16 +199,12 @@ def constrained_bo_step(
   """One BO step on raw data: fit GPs to ``y`` [n] (maximized) and to each constraint
   column of ``constraints`` [n, k] (feasible when <= ``limits`` [k]), then maximize EIC.
   Returns the proposed point [d]."""
-  from nasq import gp
-
   x = jnp.asarray(x, jnp.float32)
   keys = jax.random.split(key, constraints.shape[1] + 2)
 
   def fit(values, k):
     ys, mean, std = gp.standardize(jnp.asarray(values, jnp.float32))
     if hyperparameters == "nuts":
-      from nasq import gp_numpyro
-
       params = gp_numpyro.fit_nuts(
         kernel, x, ys, k, num_warmup=nuts_warmup, num_samples=nuts_samples
       )

@@ -70,10 +70,6 @@ class Costs:
   activation_bits: int
   layers: tuple[LayerCost, ...]
 
-  @property
-  def model_size_bytes(self) -> float:
-    return self.model_size_bits / 8
-
   def summary(self) -> dict[str, int]:
     return {
       "params": self.params,
@@ -389,3 +385,37 @@ def kernel_modules_bits(
     for u in compute_costs(arch, weight_bits).layers
     for m in u.kernel_modules
   }
+
+
+# --- budgets ----------------------------------------------------------------------------
+
+BUDGET_FIELDS = ("model_size_bits", "macs", "peak_activation_bytes", "params")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """Upper bounds on costs (the ``budget`` section); ``None`` means unconstrained."""
+
+  model_size_bits: float | None = None  # Stored weights, in bits.
+  macs: float | None = None  # Multiply-accumulates per image.
+  peak_activation_bytes: float | None = None  # Peak activation memory, in bytes.
+  params: float | None = None  # Parameter count.
+
+  def __post_init__(self):
+    for field in BUDGET_FIELDS:
+      v = getattr(self, field)
+      if v is not None and not float(v) > 0:
+        raise ValueError(f"budget.{field} must be > 0 or None, got {v}")
+      object.__setattr__(self, field, None if v is None else float(v))
+
+  def violations(self, costs: dict[str, float]) -> list[str]:
+    """One line per exceeded bound, e.g. ``"macs 3100000 > 3000000"``."""
+    out = []
+    for field in BUDGET_FIELDS:
+      limit = getattr(self, field)
+      if limit is not None and costs[field] > limit:
+        out.append(f"{field} {costs[field]:.0f} > {limit:.0f}")
+    return out
+
+  def fits(self, costs: dict[str, float]) -> bool:
+    return not self.violations(costs)

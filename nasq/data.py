@@ -17,8 +17,8 @@ import os
 import struct
 from collections.abc import Iterator
 
-import ml_collections
 import numpy as np
+import tensorflow_datasets as tfds
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 SOURCES = ("idx", "tfds")
@@ -87,17 +87,27 @@ class Dataset:
     )
 
 
-def default_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.name = "fashion_mnist"  # One of nasq.data.DATASETS.
-  c.source = "idx"  # "idx" (offline Fashion-MNIST files) or "tfds".
-  c.data_dir = ""  # IDX folder or TFDS data_dir; "" for the default location.
-  c.download = False  # Let TFDS download and prepare the dataset if missing.
-  c.val_size = 10_000  # Validation examples carved from the training set.
-  c.train_size = 0  # Keep only this many training examples (0: all); for quick runs.
-  c.test_size = 0  # Keep only this many test examples (0: all); for quick runs.
-  c.seed = 0  # Seed of the train/validation split.
-  return c
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """A dataset and its splits (the ``data`` and ``final_data`` sections)."""
+
+  name: str = "fashion_mnist"  # One of nasq.data.DATASETS.
+  source: str = "idx"  # "idx" (offline Fashion-MNIST files) or "tfds".
+  data_dir: str = ""  # IDX folder or TFDS data_dir; "" for the default location.
+  download: bool = False  # Let TFDS download and prepare the dataset if missing.
+  val_size: int = 10_000  # Validation examples carved from the training set.
+  train_size: int = 0  # Keep only this many training examples (0: all); for quick runs.
+  test_size: int = 0  # Keep only this many test examples (0: all); for quick runs.
+  seed: int = 0  # Seed of the train/validation split.
+
+  def __post_init__(self):
+    if self.name not in DATASETS:
+      raise ValueError(f"data.name must be one of {sorted(DATASETS)}, got {self.name!r}")
+    sources = DATASETS[self.name].sources
+    if self.source not in sources:
+      raise ValueError(
+        f"data.source for {self.name} must be one of {sources}, got {self.source!r}"
+      )
 
 
 # --- IDX files ---------------------------------------------------------------------------
@@ -160,7 +170,6 @@ def load_fashion_mnist_idx(data_dir: str = "") -> tuple[Split, Split]:
 
 
 def _tfds_split(name: str, split: str, data_dir: str, download: bool) -> Split:
-  import tensorflow_datasets as tfds  # heavy import, only when used
 
   try:
     source = tfds.data_source(
@@ -242,16 +251,8 @@ def make_dataset(
   )
 
 
-def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
-  """Loads the dataset described by a ``data`` config (see ``default_config``)."""
-  if config.name not in DATASETS:
-    raise ValueError(f"data.name must be one of {sorted(DATASETS)}, got {config.name!r}")
-  info = DATASETS[config.name]
-  if config.source not in info.sources:
-    raise ValueError(
-      f"data.source for {config.name} must be one of {info.sources}, got "
-      f"{config.source!r}"
-    )
+def load_dataset(config: DataConfig) -> Dataset:
+  """Loads the dataset described by ``config``."""
   if config.source == "idx":
     train, test = load_fashion_mnist_idx(config.data_dir)
   else:

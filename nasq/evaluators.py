@@ -8,17 +8,27 @@ candidate that fails (NaN loss, out of memory) is an ``Evaluation`` with status
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import importlib.util
+import json
 import math
+import pickle
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
-import ml_collections
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from nasq import data as data_lib
 from nasq import train as train_lib
+from nasq.models import BatchNorm
 from nasq.quant import QuantConfig
+from nasq.spaces import Architecture, SearchSpace
+from nasq.spaces.nb201 import NB201Architecture
 
 OBJECTIVES = ("constrained", "cost")
 
@@ -32,25 +42,65 @@ class Evaluation:
   variables: Any = dataclasses.field(default=None, repr=False)
 
 
+@runtime_checkable
+class Evaluator(Protocol):
+  """Scores one architecture; a failure is an ``Evaluation`` with status ``failed``."""
+
+  def __call__(self, arch: Architecture, seed: int) -> Evaluation: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """The scalar a search maximizes (the ``objective`` section).
+
+  ``constrained``: maximize ``metric`` subject to the budgets. ``cost``: maximize
+  ``metric - params_weight * log10(params) - macs_weight * log10(MACs)`` (the papers'
+  single scalar trading accuracy against size and operations); the budgets still bound
+  what is trained.
+  """
+
+  kind: str = "constrained"  # "constrained" or "cost".
+  metric: str = "val_accuracy"  # The evaluation metric to maximize.
+  params_weight: float = 0.01  # Accuracy given up per 10x parameters (cost objective).
+  macs_weight: float = 0.01  # Accuracy given up per 10x MACs (cost objective).
+
+  def __post_init__(self):
+    if self.kind not in OBJECTIVES:
+      raise ValueError(
+        f"objective.kind must be one of {list(OBJECTIVES)}, got {self.kind!r}"
+      )
+
+  def value(self, metrics: dict[str, Any], costs: dict[str, float]) -> float | None:
+    """The objective of one evaluation, or None if the metric is missing or not finite."""
+    value = metrics.get(self.metric)
+    if value is None or not math.isfinite(value):
+      return None
+    if self.kind == "cost":
+      value -= self.params_weight * math.log10(max(costs["params"], 1))
+      value -= self.macs_weight * math.log10(max(costs["macs"], 1))
+    return float(value)
+
+
 class QATEvaluator:
   """Trains with fake-quantized weights on the configured dataset; reports accuracy."""
 
   def __init__(
     self,
     dataset: data_lib.Dataset,
-    train_config: ml_collections.ConfigDict,
+    train_config: train_lib.TrainConfig,
     quantization: QuantConfig,
-    on_epoch: Callable[[Any, int, dict[str, float]], None] | None = None,
+    on_epoch: Callable[[Architecture, int, dict[str, float]], None] | None = None,
   ):
     self.dataset = dataset
     self.train_config = train_config
     self.quantization = quantization
     self.on_epoch = on_epoch
 
-  def __call__(self, arch: Any, seed: int, keep_variables: bool = False) -> Evaluation:
+  def __call__(
+    self, arch: Architecture, seed: int, keep_variables: bool = False
+  ) -> Evaluation:
     start = time.perf_counter()
-    config = self.train_config.copy_and_resolve_references()
-    config.seed = seed
+    config = dataclasses.replace(self.train_config, seed=seed)
     callback = None
     if self.on_epoch is not None:
       callback = lambda epoch, m: self.on_epoch(arch, epoch, m)  # noqa: E731
@@ -72,36 +122,6 @@ class QATEvaluator:
     )
 
 
-def default_objective_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  # "constrained": maximize the metric subject to the budgets. "cost": maximize
-  #   metric - params_weight * log10(params) - macs_weight * log10(MACs)
-  # (the papers' single scalar trading accuracy against size and operations); the
-  # budgets still bound what is trained.
-  c.kind = "constrained"
-  c.metric = "val_accuracy"  # The evaluation metric to maximize.
-  c.params_weight = 0.01  # Accuracy given up per 10x parameters (cost objective).
-  c.macs_weight = 0.01  # Accuracy given up per 10x MACs (cost objective).
-  return c
-
-
-def objective_value(
-  config: ml_collections.ConfigDict, metrics: dict[str, Any], costs: dict[str, float]
-) -> float | None:
-  """The scalar a strategy maximizes, or None if the metric is missing or not finite."""
-  if config.kind not in OBJECTIVES:
-    raise ValueError(
-      f"objective.kind must be one of {list(OBJECTIVES)}, got {config.kind!r}"
-    )
-  value = metrics.get(config.metric)
-  if value is None or not math.isfinite(value):
-    return None
-  if config.kind == "cost":
-    value -= config.params_weight * math.log10(max(costs["params"], 1))
-    value -= config.macs_weight * math.log10(max(costs["macs"], 1))
-  return float(value)
-
-
 # --- tabular benchmarks -----------------------------------------------------------------
 
 
@@ -114,7 +134,7 @@ class TableEvaluator:
   any accepted spelling matches.
   """
 
-  def __init__(self, table: dict[str, dict[str, float]], metric: str, space: Any):
+  def __init__(self, table: dict[str, dict[str, float]], metric: str, space: SearchSpace):
     if not table:
       raise ValueError("the benchmark table is empty")
     metrics = set().union(*(row.keys() for row in table.values()))
@@ -125,11 +145,7 @@ class TableEvaluator:
     self.table = {space.parse(k).to_string(): v for k, v in table.items()}
 
   @classmethod
-  def from_file(cls, path: str, metric: str, space: Any) -> TableEvaluator:
-    import csv
-    import json
-    from pathlib import Path
-
+  def from_file(cls, path: str, metric: str, space: SearchSpace) -> TableEvaluator:
     p = Path(path)
     if p.suffix == ".csv":
       with open(p, newline="") as f:
@@ -150,7 +166,9 @@ class TableEvaluator:
       raise ValueError(f"{path}: table files must be .csv or .json")
     return cls(table, metric, space)
 
-  def best(self, feasible: Callable[[Any], bool] | None = None) -> tuple[str, float]:
+  def best(
+    self, feasible: Callable[[Architecture], bool] | None = None
+  ) -> tuple[str, float]:
     """The table's best (architecture string, metric) among ``feasible`` ones."""
     rows = [
       (k, v[self.metric])
@@ -159,7 +177,7 @@ class TableEvaluator:
     ]
     return max(rows, key=lambda kv: kv[1])
 
-  def __call__(self, arch: Any, seed: int = 0) -> Evaluation:
+  def __call__(self, arch: Architecture, seed: int = 0) -> Evaluation:
     row = self.table.get(arch.to_string())
     if row is None or self.metric not in row:
       return Evaluation("failed", {}, 0.0, f"{arch.to_string()} is not in the table")
@@ -170,13 +188,13 @@ class FixedCostEvaluator:
   """Wraps an evaluator and keeps a CPU core busy ``seconds`` per evaluation: a stand-in
   for training with a known cost, for measuring executors and asynchronous search."""
 
-  def __init__(self, inner: Callable[[Any, int], Evaluation], seconds: float):
+  def __init__(self, inner: Evaluator, seconds: float):
     if not seconds >= 0:
       raise ValueError(f"eval_seconds must be >= 0, got {seconds}")
     self.inner = inner
     self.seconds = float(seconds)
 
-  def __call__(self, arch: Any, seed: int = 0) -> Evaluation:
+  def __call__(self, arch: Architecture, seed: int = 0) -> Evaluation:
     start = time.perf_counter()
     result = self.inner(arch, seed)
     x = 1.0
@@ -188,8 +206,8 @@ class FixedCostEvaluator:
 
 
 def build_qat_evaluator(
-  data_config: ml_collections.ConfigDict,
-  train_config: ml_collections.ConfigDict,
+  data_config: data_lib.DataConfig,
+  train_config: train_lib.TrainConfig,
   quantization: QuantConfig,
 ) -> QATEvaluator:
   """Loads the dataset and returns the training evaluator (a Ray worker's factory)."""
@@ -214,8 +232,6 @@ ANALOGNAS_METRICS = (
 
 def analognas_key_to_string(key: tuple[int, ...]) -> str:
   """The NAS-Bench-201 string of an AnalogNAS-Bench key."""
-  from nasq.spaces.nb201 import NB201Architecture
-
   ops = tuple(ANALOGNAS_OPS[key[ANALOGNAS_EDGE_ORDER[k]]] for k in range(6))
   return NB201Architecture(ops).to_string()
 
@@ -228,10 +244,6 @@ def load_analognas_bench(path: str | None = None) -> dict[str, dict[str, float]]
   unpickled by an unpickler that maps the package's record classes to a plain record
   and refuses every other global. Accuracies are percentages, as in the file.
   """
-  import importlib.util
-  import pickle
-  from pathlib import Path
-
   if path is None:
     spec = importlib.util.find_spec("analognasbench")
     if spec is None or not spec.submodule_search_locations:
@@ -266,17 +278,12 @@ def load_analognas_bench(path: str | None = None) -> dict[str, dict[str, float]]
 # --- zero-cost proxy --------------------------------------------------------------------
 
 
-def naswot_score(model: Any, variables: Any, images: Any) -> float:
+def naswot_score(model: nn.Module, variables: Any, images: jax.Array) -> float:
   """NASWOT (Mellor et al. 2021): log|K_H| of the batch's binary ReLU codes at init.
 
   Every BatchNorm output feeds a ReLU, so its sign pattern is the ReLU on/off code;
   ``K_H[i, j]`` counts the units where images i and j agree.
   """
-  import jax
-  import jax.numpy as jnp
-
-  from nasq.models import BatchNorm
-
   _, state = model.apply(
     variables,
     images,
@@ -293,32 +300,3 @@ def naswot_score(model: Any, variables: Any, images: Any) -> float:
     k.astype(jnp.float64) if jax.config.x64_enabled else k
   )
   return float(logdet) if float(sign) > 0 else float("-inf")
-
-
-class ZeroCostEvaluator:
-  """NASWOT at initialization on a fixed real batch of the training split: a cheap, real
-  objective for comparing strategies on the macro space (seconds, not minutes)."""
-
-  def __init__(self, dataset: data_lib.Dataset, batch_size: int = 64, data_seed: int = 0):
-    import numpy as np
-
-    rng = np.random.default_rng(data_seed)
-    idx = rng.choice(len(dataset.train), batch_size, replace=False)
-    images = dataset.train.images[idx].astype(np.float32)
-    self.images = (images / 255.0 - np.asarray(dataset.mean)) / np.asarray(dataset.std)
-
-  def __call__(self, arch: Any, seed: int = 0) -> Evaluation:
-    import jax
-    import jax.numpy as jnp
-
-    from nasq.models import build_model, init_variables
-
-    start = time.perf_counter()
-    model = build_model(arch)
-    variables = init_variables(model, self.images.shape[1:], jax.random.key(seed))
-    score = naswot_score(model, variables, jnp.asarray(self.images))
-    if not math.isfinite(score):
-      return Evaluation(
-        "failed", {}, time.perf_counter() - start, "singular NASWOT kernel"
-      )
-    return Evaluation("ok", {"naswot": score}, time.perf_counter() - start)

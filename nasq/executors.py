@@ -1,6 +1,6 @@
 """Where candidate evaluations run: in this process, or as tasks on a Ray cluster.
 
-The search loop (``nasq.search.run_strategy``) keeps up to ``num_workers`` evaluations in
+The search loop (``nasq.loop.run_strategy``) keeps up to ``num_workers`` evaluations in
 flight: it submits one per free worker, waits for the first to finish, records it, and
 proposes the next. An executor only runs evaluations; the history is written by the
 driver alone, as results arrive.
@@ -23,12 +23,11 @@ import itertools
 import socket
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol, runtime_checkable
 
-import ml_collections
-
-from nasq.evaluators import Evaluation
+from nasq.evaluators import Evaluation, Evaluator
+from nasq.spaces import Architecture
 
 EXECUTORS = ("local", "ray")
 
@@ -40,40 +39,61 @@ class ExecutorError(RuntimeError):
   """The executor cannot run: cluster unreachable, or too few resources."""
 
 
-def default_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.kind = "local"  # "local" (this process) or "ray".
+@dataclasses.dataclass(frozen=True)
+class ExecutorConfig:
+  """Where evaluations run (the ``executor`` section)."""
+
+  kind: str = "local"  # "local" (this process) or "ray".
   # Evaluations in flight. local: >1 simulates that many workers (sequential runs).
-  c.num_workers = 1
+  num_workers: int = 1
   # Ray cluster: None starts a local one on this machine; "auto" joins the cluster this
   # machine belongs to; "host:port" (GCS) or "ray://host:10001" (Ray client) connects.
-  c.address = None
-  c.num_cpus_per_task = 1.0  # Resources of each evaluation task.
-  c.num_gpus_per_task = 0.0
-  c.max_retries = 2  # Retries of a task whose worker died, before recording it failed.
-  c.connect_timeout_s = 30.0  # Bounded wait for the cluster at `address`.
-  return c
+  address: str | None = None
+  num_cpus_per_task: float = 1.0  # Resources of each evaluation task.
+  num_gpus_per_task: float = 0.0
+  max_retries: int = 2  # Retries of a task whose worker died, before recording it failed.
+  connect_timeout_s: float = 30.0  # Bounded wait for the cluster at `address`.
+
+  def __post_init__(self):
+    if self.kind not in EXECUTORS:
+      raise ValueError(
+        f"executor.kind must be one of {list(EXECUTORS)}, got {self.kind!r}"
+      )
+    if int(self.num_workers) < 1:
+      raise ValueError(f"executor.num_workers must be >= 1, got {self.num_workers}")
+    if float(self.num_cpus_per_task) < 0 or float(self.num_gpus_per_task) < 0:
+      raise ValueError(
+        "executor.num_cpus_per_task and executor.num_gpus_per_task must be >= 0, got "
+        f"{self.num_cpus_per_task} and {self.num_gpus_per_task}"
+      )
+    if int(self.max_retries) < 0:
+      raise ValueError(f"executor.max_retries must be >= 0, got {self.max_retries}")
+    if float(self.connect_timeout_s) <= 0:
+      raise ValueError(
+        f"executor.connect_timeout_s must be > 0, got {self.connect_timeout_s}"
+      )
 
 
-def validate_config(c: ml_collections.ConfigDict) -> None:
-  if c.kind not in EXECUTORS:
-    raise ValueError(f"executor.kind must be one of {list(EXECUTORS)}, got {c.kind!r}")
-  if int(c.num_workers) < 1:
-    raise ValueError(f"executor.num_workers must be >= 1, got {c.num_workers}")
-  if float(c.num_cpus_per_task) < 0 or float(c.num_gpus_per_task) < 0:
-    raise ValueError(
-      "executor.num_cpus_per_task and executor.num_gpus_per_task must be >= 0, got "
-      f"{c.num_cpus_per_task} and {c.num_gpus_per_task}"
-    )
-  if int(c.max_retries) < 0:
-    raise ValueError(f"executor.max_retries must be >= 0, got {c.max_retries}")
-  if float(c.connect_timeout_s) <= 0:
-    raise ValueError(f"executor.connect_timeout_s must be > 0, got {c.connect_timeout_s}")
+@runtime_checkable
+class Executor(Protocol):
+  """Runs evaluations; the search loop keeps ``num_workers`` of them in flight."""
+
+  num_workers: int
+
+  def submit(self, arch: Architecture, seed: int) -> Hashable:
+    """Starts evaluating ``arch``; returns a handle."""
+    ...
+
+  def wait_any(self, handles: list[Hashable]) -> list[tuple[Hashable, Evaluation]]:
+    """Blocks until at least one of ``handles`` finishes; returns the finished ones."""
+    ...
+
+  def close(self) -> None: ...
 
 
 @dataclasses.dataclass
 class _Task:
-  arch: Any
+  arch: Architecture
   seed: int
 
 
@@ -82,7 +102,7 @@ class LocalExecutor:
 
   kind = "local"
 
-  def __init__(self, evaluate: Callable[[Any, int], Evaluation], num_workers: int = 1):
+  def __init__(self, evaluate: Evaluator, num_workers: int = 1):
     if int(num_workers) < 1:
       raise ValueError(f"executor.num_workers must be >= 1, got {num_workers}")
     self.evaluate = evaluate
@@ -90,12 +110,12 @@ class LocalExecutor:
     self._queue: collections.OrderedDict[int, _Task] = collections.OrderedDict()
     self._ids = itertools.count()
 
-  def submit(self, arch: Any, seed: int) -> int:
+  def submit(self, arch: Architecture, seed: int) -> int:
     handle = next(self._ids)
     self._queue[handle] = _Task(arch, seed)
     return handle
 
-  def wait_any(self, handles: list[Any]) -> list[tuple[Any, Evaluation]]:
+  def wait_any(self, handles: list[int]) -> list[tuple[int, Evaluation]]:
     """Runs the oldest of ``handles`` and returns it with its evaluation."""
     handle = min(handles)
     task = self._queue.pop(handle)
@@ -138,7 +158,7 @@ def wait_for_address(address: str, timeout_s: float) -> None:
 
 
 def _evaluate_on_worker(
-  executor_id: str, factory: Callable[[], Any], arch: Any, seed: int
+  executor_id: str, factory: Callable[[], Evaluator], arch: Architecture, seed: int
 ) -> Evaluation:
   evaluate = _WORKER_EVALUATORS.get(executor_id)
   if evaluate is None:
@@ -155,12 +175,11 @@ class RayExecutor:
 
   def __init__(
     self,
-    factory: Callable[[], Callable[[Any, int], Evaluation]],
-    config: ml_collections.ConfigDict,
+    factory: Callable[[], Evaluator],
+    config: ExecutorConfig,
   ):
     import ray
 
-    validate_config(config)
     self.config = config
     self.num_workers = int(config.num_workers)
     self._started_here = False
@@ -198,7 +217,7 @@ class RayExecutor:
     c = self.config
     total = ray.cluster_resources()
     for field, resource in (("num_cpus_per_task", "CPU"), ("num_gpus_per_task", "GPU")):
-      per_task = float(c[field])
+      per_task = float(getattr(c, field))
       if per_task <= 0:
         continue
       have = float(total.get(resource, 0.0))
@@ -217,10 +236,10 @@ class RayExecutor:
           f"{have:g}; lower num_workers (at most {int(have // per_task)})"
         )
 
-  def submit(self, arch: Any, seed: int) -> Any:
+  def submit(self, arch: Architecture, seed: int) -> Hashable:
     return self._remote.remote(self._id, self._factory_ref, arch, seed)
 
-  def wait_any(self, handles: list[Any]) -> list[tuple[Any, Evaluation]]:
+  def wait_any(self, handles: list[Hashable]) -> list[tuple[Hashable, Evaluation]]:
     """Blocks until at least one task finishes; returns every finished one."""
     ray = self._ray
     done, _ = ray.wait(list(handles), num_returns=1)
@@ -254,13 +273,12 @@ class RayExecutor:
 
 
 def make_executor(
-  config: ml_collections.ConfigDict,
-  evaluate: Callable[[Any, int], Evaluation] | None = None,
-  factory: Callable[[], Callable[[Any, int], Evaluation]] | None = None,
-) -> LocalExecutor | RayExecutor:
+  config: ExecutorConfig,
+  evaluate: Evaluator | None = None,
+  factory: Callable[[], Evaluator] | None = None,
+) -> Executor:
   """``local`` runs ``evaluate`` (built from ``factory`` if not given); ``ray`` ships the
   picklable ``factory`` to its workers, each building its own evaluator once."""
-  validate_config(config)
   if config.kind == "local":
     if evaluate is None:
       if factory is None:
@@ -276,9 +294,9 @@ __all__ = [
   "EXECUTORS",
   "ExecutorError",
   "LocalExecutor",
+  "Executor",
+  "ExecutorConfig",
   "RayExecutor",
-  "default_config",
   "make_executor",
-  "validate_config",
   "wait_for_address",
 ]

@@ -78,16 +78,6 @@ def _rbf_r2(r2: Array, variance: Array) -> Array:
 _KERNEL_FNS = {"matern52": _matern52_r2, "rbf": _rbf_r2}
 
 
-def matern52(x1: Array, x2: Array, lengthscale: Array, variance: Array) -> Array:
-  """Matern-5/2 with ARD length scales, for one pair of points."""
-  return _matern52_r2(jnp.sum(((x1 - x2) / lengthscale) ** 2), variance)
-
-
-def rbf(x1: Array, x2: Array, lengthscale: Array, variance: Array) -> Array:
-  """Squared exponential with ARD length scales, for one pair of points."""
-  return _rbf_r2(jnp.sum(((x1 - x2) / lengthscale) ** 2), variance)
-
-
 def check_kernel(kernel: str) -> None:
   if kernel not in _KERNEL_FNS:
     raise ValueError(f"gp.kernel must be one of {list(KERNELS)}, got {kernel!r}")

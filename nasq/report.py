@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import ml_collections
 import numpy as np
+from matplotlib.figure import Figure
 
+from nasq.costs import Budget, Costs
 from nasq.history import STATUS_OK, History, Record
+from nasq.spaces import Architecture
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -25,7 +27,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
   return front
 
 
-def best_so_far(history: History, feasible: Any) -> list[tuple[int, float]]:
+def best_so_far(
+  history: History, feasible: Callable[[Record], bool]
+) -> list[tuple[int, float]]:
   """(evaluation count, best feasible objective so far) after each evaluation."""
   out, best, n = [], -np.inf, 0
   for r in history.evaluated():
@@ -56,54 +60,52 @@ def write_report(
   workdir: Path,
   history: History,
   finals: list[dict[str, Any]],
-  budget: Any,
-  config: ml_collections.ConfigDict,
+  budget: Budget,
   *,
+  strategy: str,
+  weight_bits: int,
+  num_initial: int,
+  objective_kind: str,
   search_seconds: float = 0.0,
 ) -> dict[str, Any]:
   """Writes report.md, pareto_size.png, pareto_macs.png, best_so_far.png, summary.json."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   ok = [r for r in history.successful() if r.metrics.get("val_accuracy") is not None]
   feasible = lambda r: budget.fits(r.costs)  # noqa: E731
   for cost, scale, unit, name in (
     ("model_size_bits", 8000, "model size (kB)", "pareto_size.png"),
     ("macs", 1e6, "MACs (M)", "pareto_macs.png"),
   ):
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    _plot_front(ax, ok, cost, scale, f"{config.weight_bits}-bit")
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    _plot_front(ax, ok, cost, scale, f"{weight_bits}-bit")
     limit = getattr(budget, cost)
     if limit is not None:
       ax.axvline(limit / scale, color="r", ls="--", lw=1, label="budget")
     ax.set_xlabel(unit)
     ax.set_ylabel("validation accuracy")
-    ax.set_title(f"{config.strategy}: accuracy vs {unit}")
+    ax.set_title(f"{strategy}: accuracy vs {unit}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(workdir / name, dpi=120)
-    plt.close(fig)
 
   curve = best_so_far(history, feasible)
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = Figure(figsize=(6, 4))
+  ax = fig.subplots()
   if curve:
     ax.step([c[0] for c in curve], [c[1] for c in curve], where="post")
-  ax.axvline(config.num_initial + 0.5, color="gray", ls=":", lw=1, label="initial design")
+  ax.axvline(num_initial + 0.5, color="gray", ls=":", lw=1, label="initial design")
   ax.set_xlabel("evaluations")
-  ax.set_ylabel(f"best feasible {config.objective.kind} objective")
+  ax.set_ylabel(f"best feasible {objective_kind} objective")
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(workdir / "best_so_far.png", dpi=120)
-  plt.close(fig)
 
   statuses: dict[str, int] = {}
   for r in history:
     statuses[r.status] = statuses.get(r.status, 0) + 1
   best = max((r for r in ok if feasible(r)), key=lambda r: r.objective, default=None)
   lines = [
-    f"# Search report: {config.strategy}, {config.weight_bits}-bit weights",
+    f"# Search report: {strategy}, {weight_bits}-bit weights",
     "",
     f"Budget: {budget}. Records: {statuses}. Search time: {search_seconds / 60:.1f} min.",
     "",
@@ -138,8 +140,8 @@ def write_report(
   ]
   (workdir / "report.md").write_text("\n".join(lines))
   summary = {
-    "strategy": config.strategy,
-    "weight_bits": config.weight_bits,
+    "strategy": strategy,
+    "weight_bits": weight_bits,
     "records": statuses,
     "search_seconds": search_seconds,
     "best_search": None
@@ -151,14 +153,12 @@ def write_report(
   return summary
 
 
-def plot_bit_width_fronts(histories: dict[int, History], budget: Any, path: Path) -> None:
+def plot_bit_width_fronts(
+  histories: dict[int, History], budget: Budget, path: Path
+) -> None:
   """Accuracy vs model size of several searches (one per weight bit width), combined."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  fig = Figure(figsize=(6.5, 4.5))
+  ax = fig.subplots()
   for bits, history in sorted(histories.items(), reverse=True):
     ok = [r for r in history.successful() if r.metrics.get("val_accuracy") is not None]
     _plot_front(ax, ok, "model_size_bits", 8000, f"{bits}-bit")
@@ -170,4 +170,26 @@ def plot_bit_width_fronts(histories: dict[int, History], budget: Any, path: Path
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
+
+
+def costs_table(arch: Architecture, costs: Costs) -> str:
+  """A Markdown per-layer cost breakdown."""
+  lines = [
+    f"# Costs of `{arch.to_string()}`",
+    "",
+    f"weights {costs.weight_bits}-bit, activations {costs.activation_bits}-bit: "
+    f"{costs.params} params, {costs.macs} MACs, {costs.model_size_bits} bits "
+    f"({costs.model_size_bits / 8 / 1000:.2f} kB), peak activations "
+    f"{costs.peak_activation_bytes} bytes",
+    "",
+    "| layer | op | input | output | params | MACs | weight bits | size (bits) |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
+  for u in costs.layers:
+    if u.params or u.macs:
+      lines.append(
+        f"| {u.name} | {u.op} | {u.input_shape} | {u.output_shape} | "
+        f"{u.params} | {u.macs} | {u.weight_bits if u.kernel_params else '-'} "
+        f"| {u.model_size_bits} |"
+      )
+  return "\n".join(lines) + "\n"

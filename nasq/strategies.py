@@ -1,7 +1,7 @@
 """Search strategies behind one interface, and the budget they all answer to.
 
 A strategy proposes architectures, best first, given the history; it never trains or
-costs anything itself. The search loop (``nasq.search.run_strategy``) decodes each
+costs anything itself. The search loop (``nasq.loop.run_strategy``) decodes each
 proposal, computes its exact costs, and trains it only if it fits the ``Budget`` and was
 not evaluated before; every strategy sees the same loop, so comparisons are fair.
 
@@ -18,52 +18,59 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from nasq import acquisition, gp
-from nasq.costs import compute_costs
+from nasq import acquisition, gp, gp_numpyro
+from nasq.autoencoder import TrainedAutoencoder
+from nasq.costs import Budget, compute_costs
 from nasq.history import History
+from nasq.spaces import SearchSpace
 
 Array = jax.Array
 
 STRATEGIES = ("latent_bo", "random", "evolution")
-BUDGET_FIELDS = ("model_size_bits", "macs", "peak_activation_bytes", "params")
+HYPERPARAMETERS = ("map", "nuts")
 
 
 @dataclasses.dataclass(frozen=True)
-class Budget:
-  """Upper bounds on costs; ``None`` means unconstrained."""
+class StrategySettings:
+  """Settings of every strategy (the ``strategies`` section; each reads its own)."""
 
-  model_size_bits: float | None = None
-  macs: float | None = None
-  peak_activation_bytes: float | None = None
-  params: float | None = None
+  random_batch: int = 256  # Architectures drawn per rejection-sampling round.
+  # Regularized evolution.
+  population_size: int = 20
+  tournament_size: int = 5
+  # Latent BO.
+  kernel: str = "matern52"  # GP kernel: matern52 or rbf (ARD).
+  hyperparameters: str = "map"  # "map" (optax, restarts) or "nuts" (numpyro, averaged).
+  map_restarts: int = 4
+  map_steps: int = 200
+  nuts_warmup: int = 200
+  nuts_samples: int = 200
+  nuts_kept: int = 16  # Posterior samples the acquisition is averaged over.
+  num_raw: int = (
+    512  # Raw acquisition candidates (prior samples + perturbed best points).
+  )
+  num_starts: int = 16  # Gradient ascents from the best raw candidates.
+  ascent_steps: int = 100
+  num_anchors: int = 5  # Best observed points whose perturbations seed the ascent.
 
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> Budget:
-    values = {}
-    for field in BUDGET_FIELDS:
-      v = config[field]
-      if v is not None and not float(v) > 0:
-        raise ValueError(f"budget.{field} must be > 0 or None, got {v}")
-      values[field] = None if v is None else float(v)
-    return cls(**values)
-
-  def violations(self, costs: dict[str, float]) -> list[str]:
-    out = []
-    for field in BUDGET_FIELDS:
-      limit = getattr(self, field)
-      if limit is not None and costs[field] > limit:
-        out.append(f"{field} {costs[field]:.0f} > {limit:.0f}")
-    return out
-
-  def fits(self, costs: dict[str, float]) -> bool:
-    return not self.violations(costs)
+  def __post_init__(self):
+    gp.check_kernel(self.kernel)
+    if self.hyperparameters not in HYPERPARAMETERS:
+      raise ValueError(
+        f"strategies.hyperparameters must be one of {list(HYPERPARAMETERS)}, got "
+        f"{self.hyperparameters!r}"
+      )
+    if not 1 <= self.tournament_size <= self.population_size:
+      raise ValueError(
+        f"strategies.tournament_size must be in [1, population_size="
+        f"{self.population_size}], got {self.tournament_size}"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +83,12 @@ class Proposal:
 class SearchContext:
   """What strategies may read."""
 
-  space: Any
+  space: SearchSpace
   budget: Budget
   weight_bits: int
   activation_bits: int
   history: History
-  autoencoder: Any = None  # nasq.autoencoder.TrainedAutoencoder, for latent_bo
+  autoencoder: TrainedAutoencoder | None = None  # for latent_bo
   # Architectures being evaluated right now (asynchronous search): not to be proposed.
   pending: list[tuple[int, ...]] = dataclasses.field(default_factory=list)
 
@@ -89,10 +96,18 @@ class SearchContext:
     """Evaluated already, or being evaluated."""
     return self.history.evaluated_index(tokens) is not None or tokens in self.pending
 
-  def costs(self, tokens) -> dict[str, float]:
+  def costs(self, tokens: tuple[int, ...]) -> dict[str, float]:
     arch = self.space.decode(tokens)
-    c = compute_costs(arch, self.weight_bits, self.activation_bits)
-    return {**c.summary()}
+    return compute_costs(arch, self.weight_bits, self.activation_bits).summary()
+
+
+@runtime_checkable
+class Strategy(Protocol):
+  """Proposes architectures to evaluate, best first; never trains or costs them."""
+
+  name: str
+
+  def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]: ...
 
 
 def _numpy_rng(key: Array) -> np.random.Generator:
@@ -108,8 +123,8 @@ class RandomSearch:
 
   name = "random"
 
-  def __init__(self, config: ml_collections.ConfigDict | None = None):
-    self.batch = 256 if config is None else int(config.random_batch)
+  def __init__(self, batch: int = 256):
+    self.batch = int(batch)
 
   def sample_feasible(
     self, ctx: SearchContext, rng: np.random.Generator, n: int, max_draws: int = 200_000
@@ -146,14 +161,14 @@ class RegularizedEvolution:
 
   name = "evolution"
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.population_size = int(config.population_size)
-    self.tournament_size = int(config.tournament_size)
-    if not 1 <= self.tournament_size <= self.population_size:
+  def __init__(self, population_size: int = 20, tournament_size: int = 5):
+    if not 1 <= tournament_size <= population_size:
       raise ValueError(
-        f"evolution.tournament_size must be in [1, population_size="
-        f"{self.population_size}], got {self.tournament_size}"
+        f"strategies.tournament_size must be in [1, population_size="
+        f"{population_size}], got {tournament_size}"
       )
+    self.population_size = int(population_size)
+    self.tournament_size = int(tournament_size)
     self.fallback = RandomSearch()
 
   def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]:
@@ -184,13 +199,7 @@ class LatentBO:
 
   name = "latent_bo"
 
-  def __init__(self, config: ml_collections.ConfigDict, autoencoder: Any):
-    gp.check_kernel(config.kernel)
-    if config.hyperparameters not in ("map", "nuts"):
-      raise ValueError(
-        f"latent_bo.hyperparameters must be one of ['map', 'nuts'], got "
-        f"{config.hyperparameters!r}"
-      )
+  def __init__(self, config: StrategySettings, autoencoder: TrainedAutoencoder):
     self.config = config
     self.ae = autoencoder
     self.fallback = RandomSearch()
@@ -259,8 +268,6 @@ class LatentBO:
     fit_key, opt_key = jax.random.split(key)
     kernel = str(self.config.kernel)
     if self.config.hyperparameters == "nuts":
-      from nasq import gp_numpyro
-
       samples = gp_numpyro.fit_nuts(
         kernel,
         jnp.asarray(xp),
@@ -357,35 +364,13 @@ class LatentBO:
     return out
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Settings of every strategy (each reads its own fields)."""
-  c = ml_collections.ConfigDict()
-  c.random_batch = 256  # Architectures drawn per rejection-sampling round.
-  # Regularized evolution.
-  c.population_size = 20
-  c.tournament_size = 5
-  # Latent BO.
-  c.kernel = "matern52"  # GP kernel: matern52 or rbf (ARD).
-  c.hyperparameters = "map"  # "map" (optax, restarts) or "nuts" (numpyro, averaged).
-  c.map_restarts = 4
-  c.map_steps = 200
-  c.nuts_warmup = 200
-  c.nuts_samples = 200
-  c.nuts_kept = 16  # Posterior samples the acquisition is averaged over.
-  c.num_raw = 512  # Raw acquisition candidates (prior samples + perturbed best points).
-  c.num_starts = 16  # Gradient ascents from the best raw candidates.
-  c.ascent_steps = 100
-  c.num_anchors = 5  # Best observed points whose perturbations seed the ascent.
-  return c
-
-
 def make_strategy(
-  name: str, config: ml_collections.ConfigDict, autoencoder: Any = None
-) -> RandomSearch | RegularizedEvolution | LatentBO:
+  name: str, config: StrategySettings, autoencoder: TrainedAutoencoder | None = None
+) -> Strategy:
   if name == "random":
-    return RandomSearch(config)
+    return RandomSearch(config.random_batch)
   if name == "evolution":
-    return RegularizedEvolution(config)
+    return RegularizedEvolution(config.population_size, config.tournament_size)
   if name == "latent_bo":
     if autoencoder is None:
       raise ValueError("search.strategy latent_bo needs an autoencoder")
@@ -394,12 +379,12 @@ def make_strategy(
 
 
 __all__ = [
-  "Budget",
   "LatentBO",
   "Proposal",
   "RandomSearch",
   "RegularizedEvolution",
   "SearchContext",
-  "default_config",
+  "Strategy",
+  "StrategySettings",
   "make_strategy",
 ]

@@ -10,15 +10,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax.training import train_state
 from tqdm.auto import tqdm
 
@@ -26,6 +28,7 @@ from nasq import costs as costs_lib
 from nasq import data as data_lib
 from nasq.models import build_model, init_variables
 from nasq.quant import QuantConfig
+from nasq.spaces import Architecture
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -34,29 +37,33 @@ STATUS_OK, STATUS_FAILED = "ok", "failed"
 OPTIMIZERS = ("adamw", "sgd")
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Training schedule of one candidate."""
-  c = ml_collections.ConfigDict()
-  c.epochs = 10  # Passes over the training split.
-  c.batch_size = 128  # Training batch size.
-  c.eval_batch_size = 1000  # Evaluation batch size (last batch padded, masked).
-  c.optimizer = "adamw"  # "adamw" or "sgd" (Nesterov momentum 0.9).
-  c.learning_rate = 3e-3  # Peak learning rate (linear warmup, then cosine to 0).
-  c.warmup_epochs = 1.0  # Linear warmup length, in epochs.
-  c.weight_decay = 5e-4  # Decoupled weight decay on conv/dense kernels only.
-  c.label_smoothing = 0.0  # Label smoothing of the cross-entropy.
-  c.seed = 0  # Initialization, shuffling and augmentation seed.
-  c.final = False  # True: train on train+validation and report test accuracy.
-  c.progress = True  # Show a progress bar.
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Training schedule of one candidate (the ``train`` and ``final_train`` sections)."""
+
+  epochs: int = 10  # Passes over the training split.
+  batch_size: int = 128  # Training batch size.
+  eval_batch_size: int = 1000  # Evaluation batch size (last batch padded, masked).
+  optimizer: str = "adamw"  # "adamw" or "sgd" (Nesterov momentum 0.9).
+  learning_rate: float = 3e-3  # Peak learning rate (linear warmup, then cosine to 0).
+  warmup_epochs: float = 1.0  # Linear warmup length, in epochs.
+  weight_decay: float = 5e-4  # Decoupled weight decay on conv/dense kernels only.
+  label_smoothing: float = 0.0  # Label smoothing of the cross-entropy.
+  seed: int = 0  # Initialization, shuffling and augmentation seed.
+  final: bool = False  # True: train on train+validation and report test accuracy.
+  progress: bool = True  # Show a progress bar.
   # Local devices each batch is split over (data parallel, parameters replicated); 0 =
   # all local devices. batch_size and eval_batch_size must be divisible by it.
-  c.num_devices = 1
-  return c
+  num_devices: int = 1
+
+  def __post_init__(self):
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(
+        f"train.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
+      )
 
 
-def data_parallel_shardings(
-  config: ml_collections.ConfigDict,
-) -> tuple[Any, Any] | None:
+def data_parallel_shardings(config: TrainConfig) -> tuple[Any, Any] | None:
   """(batch sharding, replicated sharding) over a 1-D mesh of ``config.num_devices``
   local devices, or None for one device (the single-device path, unchanged)."""
   devices = jax.local_devices()
@@ -67,9 +74,9 @@ def data_parallel_shardings(
       f"devices), got {config.num_devices}"
     )
   for field in ("batch_size", "eval_batch_size"):
-    if int(config[field]) % n:
+    if int(getattr(config, field)) % n:
       raise ValueError(
-        f"train.{field} {config[field]} must be divisible by the {n} devices it is "
+        f"train.{field} {getattr(config, field)} must be divisible by the {n} devices it is "
         f"split over (train.num_devices)"
       )
   if n == 1:
@@ -132,7 +139,7 @@ def train_step(
   batch: Batch,
   key: PRNGKey,
   *,
-  model: Any,
+  model: nn.Module,
   mean: Array,
   std: Array,
   augment: str,
@@ -167,7 +174,7 @@ def train_step(
 
 
 def eval_step(
-  state: TrainState, batch: Batch, *, model: Any, mean: Array, std: Array
+  state: TrainState, batch: Batch, *, model: nn.Module, mean: Array, std: Array
 ) -> dict[str, Array]:
   """Sums of correct predictions and losses over the real (masked) examples."""
   logits = model.apply(
@@ -189,13 +196,9 @@ def eval_step(
 
 
 def make_optimizer(
-  config: ml_collections.ConfigDict, steps_per_epoch: int
+  config: TrainConfig, steps_per_epoch: int
 ) -> optax.GradientTransformation:
   """Optimizer with linear warmup and cosine decay to zero over the whole run."""
-  if config.optimizer not in OPTIMIZERS:
-    raise ValueError(
-      f"train.optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}"
-    )
   total = max(1, config.epochs * steps_per_epoch)
   warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
   schedule = optax.warmup_cosine_decay_schedule(
@@ -229,10 +232,10 @@ def evaluate(
 
 
 def train_and_evaluate(
-  architecture: Any,
+  architecture: Architecture,
   quantization: QuantConfig,
   data: data_lib.Dataset,
-  config: ml_collections.ConfigDict,
+  config: TrainConfig,
   *,
   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
@@ -354,3 +357,18 @@ def train_and_evaluate(
     result.variables = {"params": state.params, "batch_stats": state.batch_stats}
   result.wall_time_s = time.perf_counter() - start
   return result
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str, variables: Any) -> None:
+  """Saves model variables with orbax (overwriting an earlier save at ``path``)."""
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.abspath(path), jax.device_get(variables), force=True)
+  checkpointer.wait_until_finished()
+
+
+def load_checkpoint(path: str, like: Any) -> Any:
+  """Restores variables saved by ``save_checkpoint``, shaped like ``like``."""
+  return ocp.StandardCheckpointer().restore(os.path.abspath(path), like)

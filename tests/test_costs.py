@@ -8,7 +8,7 @@ import pytest
 
 from nasq import costs
 from nasq.models import build_model
-from nasq.spaces import MacroSpace, NB201Space, macro
+from nasq.spaces import MacroSpace, NB201Space, NB201SpaceConfig, macro
 
 
 def _sub_jaxprs(eqn):
@@ -62,9 +62,7 @@ def test_params_and_macs_match_the_model_on_500_architectures(space):
 
 
 def test_mixed_precision_space_params_and_sizes():
-  config = macro.default_config()
-  config.weight_bits_choices = (2, 4, 8)
-  space = MacroSpace(config)
+  space = MacroSpace(macro.MacroSpaceConfig(weight_bits_choices=(2, 4, 8)))
   rng = np.random.default_rng(1)
   for _ in range(20):
     arch = space.sample(rng)
@@ -117,10 +115,7 @@ def test_nb201_published_costs(cell, params, mmacs):
 
 
 def test_nb201_peak_memory_hand_derived():
-  from nasq.spaces import nb201
-
-  c = nb201.default_config()
-  c.input_shape, c.stem_channels, c.cells_per_stage = (4, 4, 3), 2, 1
+  c = NB201SpaceConfig(input_shape=(4, 4, 3), stem_channels=2, cells_per_stage=1)
   arch = NB201Space(c).parse(
     "|nor_conv_1x1~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|"
   )

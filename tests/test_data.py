@@ -1,34 +1,15 @@
-import gzip
+import dataclasses
 import struct
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from nasq import data
 
 
-def write_idx(path, array, compress):
-  header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-  opener = gzip.open if compress else open
-  with opener(path, "wb") as f:
-    f.write(header + array.astype(np.uint8).tobytes())
-
-
-def fake_fashion_mnist(tmp_path, n_train=60, n_test=20, compress=True):
-  rng = np.random.default_rng(0)
-  arrays = {}
-  for prefix, n in (("train", n_train), ("t10k", n_test)):
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.uint8)
-    suffix = ".gz" if compress else ""
-    write_idx(str(tmp_path / f"{prefix}-images-idx3-ubyte{suffix}"), images, compress)
-    write_idx(str(tmp_path / f"{prefix}-labels-idx1-ubyte{suffix}"), labels, compress)
-    arrays[prefix] = (images, labels)
-  return arrays
-
-
 @pytest.mark.parametrize("compress", [True, False])
-def test_idx_reader_and_fashion_mnist_loader(tmp_path, compress):
+def test_idx_reader_and_fashion_mnist_loader(tmp_path, fake_fashion_mnist, compress):
   arrays = fake_fashion_mnist(tmp_path, compress=compress)
   train, test = data.load_fashion_mnist_idx(str(tmp_path))
   np.testing.assert_array_equal(train.images[..., 0], arrays["train"][0])
@@ -53,10 +34,9 @@ def test_missing_files_tell_how_to_get_them(tmp_path):
     data.load_fashion_mnist_idx(str(tmp_path))
 
 
-def test_load_dataset_splits_and_statistics(tmp_path):
+def test_load_dataset_splits_and_statistics(tmp_path, fake_fashion_mnist):
   fake_fashion_mnist(tmp_path)
-  c = data.default_config()
-  c.data_dir, c.val_size = str(tmp_path), 10
+  c = data.DataConfig(data_dir=str(tmp_path), val_size=10)
   ds = data.load_dataset(c)
   assert (len(ds.train), len(ds.val), len(ds.test)) == (50, 10, 20)
   # Train and validation partition the official training set.
@@ -65,7 +45,7 @@ def test_load_dataset_splits_and_statistics(tmp_path):
   np.testing.assert_allclose(ds.mean[0], ds.train.images.mean() / 255, rtol=1e-6)
   again = data.load_dataset(c)
   np.testing.assert_array_equal(again.val.images, ds.val.images)
-  c.seed = 1
+  c = dataclasses.replace(c, seed=1)
   assert not np.array_equal(data.load_dataset(c).val.images, ds.val.images)
   assert len(ds.train_and_val()) == 60
 
@@ -78,13 +58,10 @@ def test_load_dataset_splits_and_statistics(tmp_path):
     ("val_size", 0, "data.val_size"),
   ],
 )
-def test_bad_config(tmp_path, field, value, match):
+def test_bad_config(tmp_path, fake_fashion_mnist, field, value, match):
   fake_fashion_mnist(tmp_path)
-  c = data.default_config()
-  c.data_dir = str(tmp_path)
-  setattr(c, field, value)
   with pytest.raises(ValueError, match=match):
-    data.load_dataset(c)
+    data.load_dataset(data.DataConfig(**{"data_dir": str(tmp_path), field: value}))
 
 
 def test_batching_is_deterministic_and_complete():
@@ -110,10 +87,7 @@ def test_batching_is_deterministic_and_complete():
   "name, shape, classes", [("cifar100", (32, 32, 3), 100), ("stl10", (96, 96, 3), 10)]
 )
 def test_tfds_datasets_through_mock_data(name, shape, classes):
-  import tensorflow_datasets as tfds
-
-  c = data.default_config()
-  c.name, c.source, c.val_size = name, "tfds", 8
+  c = data.DataConfig(name=name, source="tfds", val_size=8)
   with tfds.testing.mock_data(num_examples=24):
     ds = data.load_dataset(c)
   assert ds.input_shape == shape and ds.num_classes == classes
@@ -123,7 +97,6 @@ def test_tfds_datasets_through_mock_data(name, shape, classes):
 
 
 def test_tfds_without_data_fails_clearly(tmp_path):
-  c = data.default_config()
-  c.name, c.source, c.data_dir = "cifar10", "tfds", str(tmp_path)
+  c = data.DataConfig(name="cifar10", source="tfds", data_dir=str(tmp_path))
   with pytest.raises(data.DatasetNotFoundError, match="data.download=True"):
     data.load_dataset(c)

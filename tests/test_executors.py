@@ -4,50 +4,28 @@ import functools
 import json
 import os
 import signal
+import socket
 import threading
 import time
 
 import jax
-import numpy as np
 import pytest
+import ray
 
-from nasq import autoencoder as ae_lib
-from nasq import benchmarks, evaluators, executors, search, strategies
-from nasq.costs import compute_costs
+from nasq import evaluators, executors, strategies
+from nasq.costs import Budget
 from nasq.history import History
-from nasq.spaces import MacroSpace, NB201Space
-from tests.test_autoencoder import small_space_config, tiny_config
-from tests.test_strategies import cheap_evaluate, make_ctx, objective, run_initial
-
-
-def table_config(tmp_path, eval_seconds=0.0):
-  """A generated table over every NAS-Bench-201 cell: a noisy function of its size."""
-  path = tmp_path / "table.csv"
-  if not path.exists():
-    space, rng = NB201Space(), np.random.default_rng(0)
-    lines = ["arch,acc"]
-    for arch in space.all_architectures():
-      value = np.log(compute_costs(arch).params) + rng.normal(0, 0.1)
-      lines.append(f"{arch.to_string()},{value:.6f}")
-    path.write_text("\n".join(lines))
-  config = benchmarks.default_config()
-  config.evaluator, config.table_path, config.metric = "table", str(path), "acc"
-  config.eval_seconds = eval_seconds
-  return config
-
-
-def table_objective():
-  o = evaluators.default_objective_config()
-  o.metric = "acc"
-  return o
+from nasq.loop import run_strategy
+from nasq.runs import compare, search
+from nasq.spaces import NB201Space
 
 
 def run_random(ctx, executor, n, key=0):
-  search.run_strategy(
+  run_strategy(
     ctx,
     strategies.RandomSearch(),
     None,
-    table_objective(),
+    evaluators.Objective(metric="acc"),
     n,
     jax.random.key(key),
     executor=executor,
@@ -55,9 +33,7 @@ def run_random(ctx, executor, n, key=0):
 
 
 def nb201_ctx(path):
-  return strategies.SearchContext(
-    NB201Space(), strategies.Budget(), 32, 8, History.open(path)
-  )
+  return strategies.SearchContext(NB201Space(), Budget(), 32, 8, History.open(path))
 
 
 def evaluated(history):
@@ -67,14 +43,16 @@ def evaluated(history):
 # --- local --------------------------------------------------------------------------
 
 
-def test_local_executor_with_several_workers_keeps_them_busy_and_unique(tmp_path):
+def test_local_executor_with_several_workers_keeps_them_busy_and_unique(
+  make_ctx, cheap_evaluate
+):
   calls = []
 
   def evaluate(arch, seed):
     calls.append((arch.to_string(), seed))
     return cheap_evaluate(arch, seed)
 
-  ctx = make_ctx(tmp_path, model_size_bits=40_000)
+  ctx = make_ctx(model_size_bits=40_000)
   in_flight = []
   original = strategies.RandomSearch.propose
 
@@ -85,11 +63,11 @@ def test_local_executor_with_several_workers_keeps_them_busy_and_unique(tmp_path
   executor = executors.LocalExecutor(evaluate, num_workers=3)
   strategies.RandomSearch.propose = spy
   try:
-    search.run_strategy(
+    run_strategy(
       ctx,
       strategies.RandomSearch(),
       None,
-      objective(),
+      evaluators.Objective(),
       10,
       jax.random.key(0),
       executor=executor,
@@ -106,64 +84,23 @@ def test_local_executor_with_several_workers_keeps_them_busy_and_unique(tmp_path
   assert {(r.arch, r.seed) for r in records} == set(calls)
 
 
-@pytest.fixture(scope="module")
-def small_ae():
-  return ae_lib.train(MacroSpace(small_space_config()), tiny_config(), progress=False)
-
-
-def test_latent_bo_kriging_believer_moves_away_from_pending_points(tmp_path, small_ae):
-  ctx = make_ctx(tmp_path, small_ae)
-  run_initial(ctx, jax.random.key(0), 8)
-  config = strategies.default_config()
-  config.map_steps, config.num_raw, config.num_starts, config.ascent_steps = 50, 64, 4, 20
-  bo = strategies.LatentBO(config, small_ae)
-  first = bo.propose(ctx, jax.random.key(1))[0].tokens
-  ctx.pending = [first]
-  second = bo.propose(ctx, jax.random.key(1))
-  assert first not in [p.tokens for p in second]
-
-  # The believer collapses the GP's variance at the pending point's code.
-  from nasq import gp
-
-  ok = ctx.history.successful()
-  x = np.stack([bo._latent(r.tokens) for r in ok]).astype(np.float32)
-  y = np.array([r.objective for r in ok], np.float32)
-  xq = bo._latent(first)[None].astype(np.float32)
-  xp = np.concatenate([x, xq, np.zeros((16 - len(x) - 1, x.shape[1]), np.float32)])
-  mask = np.r_[np.ones(len(x)), np.zeros(16 - len(x))].astype(np.float32)
-  ys, _, _ = gp.standardize(np.r_[y, np.zeros(16 - len(y))].astype(np.float32), mask)
-  params = gp.fit_map("matern52", xp, ys, jax.random.key(2), mask, steps=50)
-  samples = jax.tree.map(lambda v: v[None], params)
-  posts = jax.vmap(lambda p: gp.condition("matern52", p, xp, ys, mask))(samples)
-  believed = bo._believe_pending(posts, samples, xp, ys, len(x), 1)
-  before = jax.vmap(lambda p: gp.predict("matern52", p, xq))(posts)
-  after = jax.vmap(lambda p: gp.predict("matern52", p, xq))(believed)
-  np.testing.assert_allclose(after[0], before[0], rtol=1e-3, atol=1e-3)  # same mean
-  assert float(after[1][0, 0]) < 0.2 * float(before[1][0, 0])
-
-
 # --- ray ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-  ray = pytest.importorskip("ray")
   ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
   yield ray
   ray.shutdown()
 
 
 def ray_config(**overrides):
-  c = executors.default_config()
-  c.kind = "ray"
-  c.num_workers = 2
-  c.update(overrides)
-  return c
+  return executors.ExecutorConfig(**{"kind": "ray", "num_workers": 2, **overrides})
 
 
-def test_search_on_ray_with_two_workers(tmp_path, ray_cluster):
-  config = table_config(tmp_path, eval_seconds=0.5)
-  factory = functools.partial(benchmarks.make_evaluator, config)
+def test_search_on_ray_with_two_workers(tmp_path, ray_cluster, table_config):
+  config = table_config(eval_seconds=0.5)
+  factory = functools.partial(compare.make_evaluator, config)
   executor = executors.make_executor(ray_config(), factory=factory)
   ctx = nb201_ctx(tmp_path / "run")
   run_random(ctx, executor, 8)
@@ -172,7 +109,7 @@ def test_search_on_ray_with_two_workers(tmp_path, ray_cluster):
   assert len({r.tokens for r in records}) == 8
   assert sorted(r.seed for r in records) == list(range(8))
   # The values are the table's: the workers looked up what the driver proposed.
-  table = benchmarks.make_table(config)
+  table = compare.make_table(config)
   for r in records:
     assert r.metrics["acc"] == table.table[r.arch]["acc"]
     assert r.seconds >= 0.5
@@ -206,10 +143,10 @@ def _kill_first_evaluation(after_s: float, killed: list[int]) -> None:
 
 @pytest.mark.parametrize("max_retries", [1, 0])
 def test_a_killed_worker_is_retried_or_recorded_failed(
-  tmp_path, ray_cluster, max_retries
+  tmp_path, ray_cluster, table_config, max_retries
 ):
-  config = table_config(tmp_path, eval_seconds=1.5)
-  factory = functools.partial(benchmarks.make_evaluator, config)
+  config = table_config(eval_seconds=1.5)
+  factory = functools.partial(compare.make_evaluator, config)
   executor = executors.make_executor(ray_config(max_retries=max_retries), factory=factory)
   ctx = nb201_ctx(tmp_path / "run")
   killed: list[int] = []
@@ -229,19 +166,19 @@ def test_a_killed_worker_is_retried_or_recorded_failed(
   assert [r["tokens"] for r in on_disk] == [list(r.tokens) for r in ctx.history]
 
 
-def test_ray_bad_input_is_named(tmp_path, ray_cluster):
-  factory = functools.partial(benchmarks.make_evaluator, table_config(tmp_path))
+def test_ray_bad_input_is_named(ray_cluster, table_config):
+  factory = functools.partial(compare.make_evaluator, table_config())
   with pytest.raises(executors.ExecutorError, match="num_workers=3"):
     executors.make_executor(ray_config(num_workers=3), factory=factory)
   with pytest.raises(executors.ExecutorError, match="num_gpus_per_task=1"):
     executors.make_executor(ray_config(num_gpus_per_task=1), factory=factory)
   with pytest.raises(ValueError, match="executor.kind must be one of"):
-    executors.make_executor(ray_config(kind="dask"), factory=factory)
+    ray_config(kind="dask")
+  with pytest.raises(ValueError, match="executor.num_workers must be >= 1"):
+    ray_config(num_workers=0)
 
 
-def test_unreachable_address_fails_fast_naming_it():
-  import socket
-
+def test_unreachable_address_fails_fast_naming_it(cheap_evaluate):
   with socket.socket() as s:  # a port nobody listens on
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -256,10 +193,10 @@ def test_unreachable_address_fails_fast_naming_it():
     executors.wait_for_address("no-port-here", 1.0)
 
 
-def test_run_search_trains_candidates_on_ray_workers(tmp_path, ray_cluster):
+def test_run_search_trains_candidates_on_ray_workers(
+  tmp_path, ray_cluster, fake_fashion_mnist
+):
   """The real search with QAT on 2 Ray workers, each loading the data itself."""
-  from tests.test_data import fake_fashion_mnist
-
   fake_fashion_mnist(tmp_path, n_train=300, n_test=50)
   config = search.default_config()
   config.strategy = "random"

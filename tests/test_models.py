@@ -52,24 +52,35 @@ def test_pooling_matches_flax(kind, window, stride, shape):
 
 
 @pytest.mark.parametrize("space", [MacroSpace(), NB201Space()], ids=["macro", "nb201"])
-def test_forward_shapes_and_train_mode(space):
+def test_eval_mode_is_per_example_and_train_mode_updates_statistics(space):
   rng = np.random.default_rng(0)
   for _ in range(2):
     arch = space.sample(rng)
     model = models.build_model(arch, 4)
     v = models.init_variables(model, arch.input_shape, jax.random.key(0))
-    x = jnp.ones((2, *arch.input_shape))
-    logits, upd = model.apply(v, x, train=True, mutable=["batch_stats"])
-    assert logits.shape == (2, arch.num_classes)
-    assert np.all(np.isfinite(logits))
-    assert model.apply(v, x).shape == (2, arch.num_classes)
+    x = 2.0 + jax.random.normal(jax.random.key(1), (4, *arch.input_shape))
+    logits = model.apply(v, x)
+    assert logits.shape == (4, arch.num_classes) and np.all(np.isfinite(logits))
+    # Inference uses running statistics: an example's logits do not depend on the rest
+    # of the batch.
+    np.testing.assert_allclose(model.apply(v, x[::-1]), logits[::-1], atol=1e-4)
+    np.testing.assert_allclose(model.apply(v, x[1:2]), logits[1:2], atol=1e-4)
+    # Training uses batch statistics and moves the running ones towards them.
+    train_logits, upd = model.apply(v, x, train=True, mutable=["batch_stats"])
+    assert np.all(np.isfinite(train_logits))
+    moved = jax.tree.map(
+      lambda a, b: bool(np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-6),
+      upd["batch_stats"],
+      v["batch_stats"],
+    )
+    assert any(jax.tree.leaves(moved))
+    assert model.apply({**v, **upd}, x).shape == logits.shape
 
 
 @pytest.mark.parametrize("mixed", [False, True])
 def test_integer_weights_reproduce_the_quantized_model(mixed):
   """A float model loaded with codes * scale computes what the QAT model computes."""
-  config = macro.default_config()
-  config.weight_bits_choices = (2, 4, 8) if mixed else None
+  config = macro.MacroSpaceConfig(weight_bits_choices=(2, 4, 8) if mixed else None)
   arch = MacroSpace(config).sample(np.random.default_rng(3))
   qmodel = models.build_model(arch, 4)
   v = models.init_variables(qmodel, arch.input_shape, jax.random.key(0))

@@ -5,13 +5,11 @@ import os
 import nbformat
 from nbclient import NotebookClient
 
-from tests.test_data import fake_fashion_mnist
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "experiments", "colab_search.ipynb")
 
 
-def test_colab_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+def test_colab_notebook_runs_top_to_bottom(tmp_path, monkeypatch, fake_fashion_mnist):
   fake_fashion_mnist(tmp_path, n_train=400, n_test=50)
   workdir = tmp_path / "work"
   # The kernel inherits this environment.

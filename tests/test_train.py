@@ -1,9 +1,10 @@
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasq import data, train
+from nasq import data, models, train
 from nasq.quant import QuantConfig
 from nasq.spaces import macro
 
@@ -29,11 +30,10 @@ ARCH = macro.space_for_string("conv3:s2:c8 conv3:s2:c16", (28, 28, 1), 10).parse
 
 
 def small_config(**overrides):
-  c = train.default_config()
-  c.epochs, c.batch_size, c.eval_batch_size, c.progress = 6, 64, 100, False
-  for k, v in overrides.items():
-    setattr(c, k, v)
-  return c
+  return train.TrainConfig(
+    **{"epochs": 6, "batch_size": 64, "eval_batch_size": 100, "progress": False}
+    | overrides
+  )
 
 
 def test_qat_training_learns_and_is_deterministic():
@@ -84,9 +84,18 @@ def test_diverging_run_is_recorded_as_failed():
 
 def test_bad_optimizer_is_named():
   with pytest.raises(ValueError, match="train.optimizer must be one of"):
-    train.train_and_evaluate(
-      ARCH, QuantConfig(4), synthetic_dataset(), small_config(optimizer="lbfgs")
-    )
+    small_config(optimizer="lbfgs")
+
+
+def test_checkpoint_round_trip_restores_the_same_function(tmp_path):
+  model = models.build_model(ARCH, 4)
+  v = models.init_variables(model, ARCH.input_shape, jax.random.key(0))
+  train.save_checkpoint(str(tmp_path / "ckpt"), v)
+  template = models.init_variables(model, ARCH.input_shape, jax.random.key(1))
+  restored = train.load_checkpoint(str(tmp_path / "ckpt"), template)
+  chex.assert_trees_all_close(restored, v, rtol=0, atol=0)
+  x = jax.random.normal(jax.random.key(2), (4, *ARCH.input_shape))
+  np.testing.assert_array_equal(model.apply(restored, x), model.apply(v, x))
 
 
 DATA_PARALLEL_SCRIPT = """

@@ -40,7 +40,7 @@ from nasq import acquisition
 from nasq import autoencoder as ae_lib
 
 _SIZES = flags.DEFINE_list("sizes", ["50", "100", "200", "400"], "Observation counts.")
-_DIM = flags.DEFINE_integer("dim", ae_lib.default_config().latent_dim, "Dimension.")
+_DIM = flags.DEFINE_integer("dim", ae_lib.AutoencoderConfig().latent_dim, "Dimension.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Data draws per size.")
 _METHODS = flags.DEFINE_list("methods", ["nasq_map", "nasq_nuts", "botorch"], "Methods.")
 

@@ -32,8 +32,12 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from nasq import benchmarks, evaluators, executors, search, strategies
+from nasq import evaluators, executors, strategies
+from nasq.costs import Budget
 from nasq.history import History
+from nasq.loop import run_strategy
+from nasq.runs import compare
+from nasq.runs.config import space_from_config
 from nasq.spaces import make_space
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/nasq_exec", "Output directory.")
@@ -53,24 +57,20 @@ def scaling(workdir: Path) -> dict:
   import ray
 
   ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-  config = benchmarks.default_config()
+  config = compare.default_config()
   config.eval_seconds = _SECONDS.value
-  factory = functools.partial(benchmarks.make_evaluator, config)
-  space = make_space(config.space)
-  objective = evaluators.default_objective_config()
-  objective.metric = config.metric
+  factory = functools.partial(compare.make_evaluator, config)
+  space = make_space(space_from_config(config.space))
+  objective = evaluators.Objective(metric=config.metric)
   out = {}
   for workers in (1, 2):
-    ex_config = executors.default_config()
-    ex_config.kind, ex_config.num_workers = "ray", workers
+    ex_config = executors.ExecutorConfig(kind="ray", num_workers=workers)
     executor = executors.make_executor(ex_config, factory=factory)
 
     def run(path: Path, n: int, key: int, executor=executor) -> History:
       shutil.rmtree(path, ignore_errors=True)
-      ctx = strategies.SearchContext(
-        space, strategies.Budget(), 32, 8, History.open(path)
-      )
-      search.run_strategy(
+      ctx = strategies.SearchContext(space, Budget(), 32, 8, History.open(path))
+      run_strategy(
         ctx,
         strategies.RandomSearch(),
         None,
@@ -103,7 +103,7 @@ def scaling(workdir: Path) -> dict:
 def batch(workdir: Path) -> dict:
   arms = {}
   for name, workers in (("sequential", 1), (f"batch{_BATCH.value}", _BATCH.value)):
-    config = benchmarks.default_config()
+    config = compare.default_config()
     config.strategies_to_run = ("latent_bo",)
     config.settings = ("unconstrained",)
     config.num_seeds, config.num_queries = _SEEDS.value, _QUERIES.value
@@ -111,10 +111,10 @@ def batch(workdir: Path) -> dict:
     config.executor.num_workers = workers
     config.cache_dir = _CACHE.value
     start = time.perf_counter()
-    results = benchmarks.run_all(config, workdir / name)
+    results = compare.run_all(config, workdir / name)
     curves = np.array([r["curve"] for r in sorted(results, key=lambda r: r["seed"])])
     arms[name] = {"curves": curves.tolist(), "seconds": time.perf_counter() - start}
-  table = benchmarks.make_table(config)
+  table = compare.make_table(config)
   arms["table_best"] = table.best()[1]
   return arms
 

@@ -30,12 +30,10 @@ _OUT = flags.DEFINE_string("out", "", "Optional JSON file for the results.")
 
 def main(argv):
   del argv
-  data_config = data.default_config()
-  dataset = data.load_dataset(data_config)
+  dataset = data.load_dataset(data.DataConfig())
   arch = reference_architecture(_NETWORK.value)
-  config = train.default_config()
-  config.epochs = _EPOCHS.value
-  config.final = True  # all 60,000 training images; report test accuracy
+  # All 60,000 training images; report test accuracy.
+  config = train.TrainConfig(epochs=_EPOCHS.value, final=True)
   rows = []
   for bits in [int(b) for b in _BITS.value]:
     result = train.train_and_evaluate(arch, QuantConfig(bits), dataset, config)

@@ -10,7 +10,7 @@ that found the table's best), results.json and curves_<setting>.png to the workd
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nasq import benchmarks
+from nasq.runs import compare
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/bench_nb201.py", "Benchmark configuration file."
@@ -22,7 +22,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  benchmarks.compare_strategies(_CONFIG.value, _WORKDIR.value)
+  compare.compare_strategies(_CONFIG.value, _WORKDIR.value)
   print(open(f"{_WORKDIR.value}/table.md").read())
 
 

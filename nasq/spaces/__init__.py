@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import ml_collections
+import dataclasses
 
 from nasq.spaces import macro, nb201
 from nasq.spaces.base import Architecture, InvalidArchitectureError, SearchSpace
-from nasq.spaces.macro import Layer, MacroArchitecture, MacroSpace
-from nasq.spaces.nb201 import NB201Architecture, NB201Space
+from nasq.spaces.macro import Layer, MacroArchitecture, MacroSpace, MacroSpaceConfig
+from nasq.spaces.nb201 import NB201Architecture, NB201Space, NB201SpaceConfig
 
 SPACES = {"macro": MacroSpace, "nb201": NB201Space}
+SPACE_CONFIGS = {"macro": MacroSpaceConfig, "nb201": NB201SpaceConfig}
+SpaceConfig = MacroSpaceConfig | NB201SpaceConfig
 
 __all__ = [
   "Architecture",
@@ -17,25 +19,29 @@ __all__ = [
   "Layer",
   "MacroArchitecture",
   "MacroSpace",
+  "MacroSpaceConfig",
   "NB201Architecture",
   "NB201Space",
+  "NB201SpaceConfig",
   "SPACES",
+  "SPACE_CONFIGS",
   "SearchSpace",
-  "default_config",
+  "SpaceConfig",
   "make_space",
   "macro",
   "nb201",
+  "space_config",
 ]
 
 
-def default_config(name: str = "macro") -> ml_collections.ConfigDict:
-  """The default config of space ``name``."""
-  if name not in SPACES:
+def space_config(name: str = "macro", **fields) -> SpaceConfig:
+  """The config of space ``name``: its defaults, with ``fields`` replaced."""
+  if name not in SPACE_CONFIGS:
     raise ValueError(f"space.name must be one of {sorted(SPACES)}, got {name!r}")
-  return {"macro": macro.default_config, "nb201": nb201.default_config}[name]()
+  return dataclasses.replace(SPACE_CONFIGS[name](), **fields)
 
 
-def make_space(config: ml_collections.ConfigDict) -> MacroSpace | NB201Space:
+def make_space(config: SpaceConfig) -> MacroSpace | NB201Space:
   """Builds the space named by ``config.name``."""
   if config.name not in SPACES:
     raise ValueError(f"space.name must be one of {sorted(SPACES)}, got {config.name!r}")

@@ -28,30 +28,51 @@ class Architecture(Protocol):
 
 @runtime_checkable
 class SearchSpace(Protocol):
-  """What every search space provides."""
+  """What every search space provides: the members the rest of nasq uses."""
 
   name: str
+  config: Any  # the frozen dataclass the space was built from (its cache identity)
+  input_shape: tuple[int, ...]  # (height, width, channels) of the images
+  num_classes: int
 
   @property
   def vocab_sizes(self) -> tuple[int, ...]:
     """Number of choices at each token position."""
     ...
 
+  @property
+  def num_positions(self) -> int: ...
+
+  @property
+  def automaton(self) -> BlockAutomaton:
+    """The space's validity rules over blocks of tokens (sampling, masked decoding)."""
+    ...
+
   def valid_mask(self, prefix: Sequence[int]) -> np.ndarray:
     """Boolean mask over the choices at position ``len(prefix)``."""
     ...
 
-  def sample(self, rng: np.random.Generator) -> Any: ...
+  def sample_tokens(
+    self,
+    rng: np.random.Generator,
+    n: int,
+    distribution: str = "uniform",
+    return_path: bool = False,
+  ) -> Any:
+    """``n`` valid token vectors [n, P] (with their automaton path if asked)."""
+    ...
 
-  def encode(self, arch: Any) -> np.ndarray: ...
+  def encode(self, arch: Architecture) -> np.ndarray: ...
 
-  def decode(self, tokens: Sequence[int]) -> Any: ...
+  def decode(self, tokens: Sequence[int]) -> Architecture: ...
 
-  def parse(self, text: str) -> Any: ...
+  def decode_many(self, tokens: np.ndarray) -> list[Architecture]: ...
+
+  def parse(self, text: str) -> Architecture: ...
 
   def is_valid(self, tokens: Sequence[int]) -> bool: ...
 
-  def mutate(self, arch: Any, rng: np.random.Generator) -> Any: ...
+  def mutate(self, arch: Architecture, rng: np.random.Generator) -> Architecture: ...
 
 
 class TokenSpace:
@@ -74,13 +95,13 @@ class TokenSpace:
   def valid_mask(self, prefix: Sequence[int]) -> np.ndarray:
     raise NotImplementedError
 
-  def _build(self, tokens: tuple[int, ...]) -> Any:
+  def _build(self, tokens: tuple[int, ...]) -> Architecture:
     raise NotImplementedError
 
-  def encode(self, arch: Any) -> np.ndarray:
+  def encode(self, arch: Architecture) -> np.ndarray:
     raise NotImplementedError
 
-  def parse(self, text: str) -> Any:
+  def parse(self, text: str) -> Architecture:
     raise NotImplementedError
 
   def check_tokens(self, tokens: Sequence[int]) -> tuple[int, ...]:
@@ -108,11 +129,11 @@ class TokenSpace:
   def describe_position(self, position: int) -> str:
     return f"position {position}"
 
-  def decode(self, tokens: Sequence[int]) -> Any:
+  def decode(self, tokens: Sequence[int]) -> Architecture:
     """Strict inverse of ``encode``: raises ``InvalidArchitectureError`` if invalid."""
     return self._build(self.check_tokens(tokens))
 
-  def decode_many(self, tokens: np.ndarray) -> list[Any]:
+  def decode_many(self, tokens: np.ndarray) -> list[Architecture]:
     """Strict ``decode`` of a batch [n, P], validated at once by the space's automaton."""
     tokens = np.asarray(tokens, dtype=np.int32).reshape(-1, self.num_positions)
     self.automaton.state_path(tokens)  # raises on the first invalid row
@@ -124,13 +145,6 @@ class TokenSpace:
     except InvalidArchitectureError:
       return False
     return True
-
-  def sample_tokens_by_mask(self, rng: np.random.Generator) -> tuple[int, ...]:
-    """Samples each position uniformly among its valid choices (not uniform overall)."""
-    tokens: list[int] = []
-    for _ in range(self.num_positions):
-      tokens.append(int(rng.choice(np.flatnonzero(self.valid_mask(tokens)))))
-    return tuple(tokens)
 
   def complete(
     self, prefix: Sequence[int], suffix_hint: Sequence[int], rng: np.random.Generator
@@ -148,7 +162,7 @@ class TokenSpace:
       tokens.append(hint if mask[hint] else int(rng.choice(np.flatnonzero(mask))))
     return tuple(tokens)
 
-  def mutate(self, arch: Any, rng: np.random.Generator) -> Any:
+  def mutate(self, arch: Architecture, rng: np.random.Generator) -> Architecture:
     """Changes one token to another valid choice, then repairs the rest (``complete``).
 
     The result always differs from ``arch`` (canonical tokens differ at the changed

@@ -31,7 +31,6 @@ import functools
 import re
 from collections.abc import Sequence
 
-import ml_collections
 import numpy as np
 
 from nasq.spaces.base import (
@@ -40,108 +39,16 @@ from nasq.spaces.base import (
   TokenSpace,
   build_automaton,
 )
-
-# Operation name -> (kind, kernel size). The space's config picks a subset.
-KNOWN_OPS: dict[str, tuple[str, int]] = {
-  "conv1": ("conv", 1),
-  "conv3": ("conv", 3),
-  "conv5": ("conv", 5),
-  "conv7": ("conv", 7),
-  "dwsep3": ("dwsep", 3),
-  "dwsep5": ("dwsep", 5),
-  "dwsep7": ("dwsep", 7),
-  "maxpool": ("maxpool", 0),
-  "avgpool": ("avgpool", 0),
-}
-WEIGHTED_KINDS = ("conv", "dwsep")
-KNOWN_ACTIVATIONS = ("relu", "relu6", "silu")
-KNOWN_WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
-
-
-def pool_window(stride: int) -> int:
-  """Pooling window: 2x2 when downsampling by 2 (the classic choice), else 3x3."""
-  return 2 if stride == 2 else 3
-
-
-@dataclasses.dataclass(frozen=True)
-class Layer:
-  """One layer of a macro architecture.
-
-  Attributes:
-    op: an operation name from ``KNOWN_OPS``.
-    stride: spatial stride.
-    channels: output channels (for pooling: the input channel count, kept).
-    residual: whether the input is added to the output.
-    weight_bits: the layer's own weight bit width, or None to use the model-wide width.
-  """
-
-  op: str
-  stride: int
-  channels: int
-  residual: bool = False
-  weight_bits: int | None = None
-
-  @property
-  def kind(self) -> str:
-    return KNOWN_OPS[self.op][0]
-
-  @property
-  def kernel_size(self) -> int:
-    k = KNOWN_OPS[self.op][1]
-    return k if k else pool_window(self.stride)
-
-  def to_string(self) -> str:
-    parts = [self.op, f"s{self.stride}"]
-    if self.kind in WEIGHTED_KINDS:
-      parts.append(f"c{self.channels}")
-    if self.residual:
-      parts.append("res")
-    if self.weight_bits is not None:
-      parts.append(f"w{self.weight_bits}")
-    return ":".join(parts)
-
-
-@dataclasses.dataclass(frozen=True)
-class MacroArchitecture:
-  """A sequential CNN: ``layers``, then global average pooling and a classifier."""
-
-  layers: tuple[Layer, ...]
-  input_shape: tuple[int, int, int]
-  num_classes: int
-  activation: str = "relu"
-
-  def to_string(self) -> str:
-    return " ".join(layer.to_string() for layer in self.layers)
-
-  def shapes(self) -> list[tuple[int, int, int]]:
-    """Activation shapes (H, W, C): the input, then after each layer."""
-    h, w, c = self.input_shape
-    out = [(h, w, c)]
-    for layer in self.layers:
-      h, w = -(-h // layer.stride), -(-w // layer.stride)
-      if layer.kind in WEIGHTED_KINDS:
-        c = layer.channels
-      out.append((h, w, c))
-    return out
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """The default macro space: Fashion-MNIST-sized inputs, up to 12 layers."""
-  c = ml_collections.ConfigDict()
-  c.name = "macro"
-  c.input_shape = (28, 28, 1)  # (height, width, channels) of the dataset's images.
-  c.num_classes = 10  # Classifier outputs.
-  c.min_layers = 2  # Fewest layers before global pooling.
-  c.max_layers = 12  # Most layers before global pooling.
-  # Layer operations to choose from (names from nasq.spaces.macro.KNOWN_OPS).
-  c.ops = ("conv1", "conv3", "conv5", "conv7", "dwsep3", "dwsep5", "maxpool", "avgpool")
-  c.channels = (8, 16, 24, 32, 48, 64)  # Output channels of weighted layers.
-  c.strides = (1, 2)  # Spatial strides.
-  c.residual = True  # Allow residual connections where shapes allow.
-  c.activation = "relu"  # Activation after every BatchNorm (relu, relu6, silu).
-  # Per-layer weight bit widths to search (mixed precision), or None for one width.
-  c.weight_bits_choices = ml_collections.config_dict.placeholder(tuple)
-  return c
+from nasq.spaces.macro_vocab import (
+  KNOWN_ACTIVATIONS,
+  KNOWN_OPS,
+  KNOWN_WEIGHT_BITS,
+  REFERENCE_NETWORKS,
+  WEIGHTED_KINDS,
+  Layer,
+  MacroArchitecture,
+  MacroSpaceConfig,
+)
 
 
 class MacroSpace(TokenSpace):
@@ -149,8 +56,9 @@ class MacroSpace(TokenSpace):
 
   name = "macro"
 
-  def __init__(self, config: ml_collections.ConfigDict | None = None):
-    config = default_config() if config is None else config
+  def __init__(self, config: MacroSpaceConfig | None = None):
+    config = MacroSpaceConfig() if config is None else config
+    self.config = config
     self.input_shape = tuple(int(v) for v in config.input_shape)
     if len(self.input_shape) != 3 or min(self.input_shape) < 1:
       raise ValueError(
@@ -549,25 +457,6 @@ def _completions(space: MacroSpace, i: int, h: int, w: int, c: int) -> int:
   )
 
 
-# Named reference networks: (input shape, classes, architecture string).
-REFERENCE_NETWORKS: dict[str, tuple[tuple[int, int, int], int, str]] = {
-  # 93K parameters; the Fashion-MNIST QAT reference (benchmarks/qat_reference.py).
-  "fmnist_ref": (
-    (28, 28, 1),
-    10,
-    "conv3:s1:c32 conv3:s1:c32 maxpool:s2 conv3:s1:c64 "
-    "conv3:s1:c64 maxpool:s2 conv3:s1:c48",
-  ),
-  # A 6-conv CIFAR-size network (benchmarks/train_throughput.py).
-  "cifar_ref": (
-    (32, 32, 3),
-    10,
-    "conv3:s1:c32 conv3:s1:c32 maxpool:s2 conv3:s1:c64 "
-    "conv3:s1:c64 maxpool:s2 conv3:s1:c128 conv3:s1:c128",
-  ),
-}
-
-
 def reference_architecture(name: str) -> MacroArchitecture:
   """A named reference network (``REFERENCE_NETWORKS``)."""
   if name not in REFERENCE_NETWORKS:
@@ -582,14 +471,15 @@ def space_for_string(
   text: str, input_shape: tuple[int, int, int], num_classes: int, activation: str = "relu"
 ) -> MacroSpace:
   """The smallest macro space (every op, the string's channels) holding ``text``."""
-  config = default_config()
-  config.input_shape = tuple(input_shape)
-  config.num_classes = num_classes
-  config.activation = activation
-  config.ops = tuple(KNOWN_OPS)
-  config.min_layers = 1
-  config.max_layers = max(1, len(text.split()))
-  config.channels = tuple(sorted({int(c) for c in re.findall(r":c(\d+)", text)} or {8}))
   bits = sorted({int(b) for b in re.findall(r":w(\d+)", text)})
-  config.weight_bits_choices = tuple(bits) if bits else None
+  config = MacroSpaceConfig(
+    input_shape=tuple(input_shape),
+    num_classes=num_classes,
+    activation=activation,
+    ops=tuple(KNOWN_OPS),
+    min_layers=1,
+    max_layers=max(1, len(text.split())),
+    channels=tuple(sorted({int(c) for c in re.findall(r":c(\d+)", text)} or {8})),
+    weight_bits_choices=tuple(bits) if bits else None,
+  )
   return MacroSpace(config)

@@ -19,7 +19,6 @@ import functools
 import re
 from collections.abc import Sequence
 
-import ml_collections
 import numpy as np
 
 from nasq.spaces.base import (
@@ -56,15 +55,17 @@ class NB201Architecture:
     return [(i, j, op) for (i, j), op in zip(EDGES, self.ops, strict=True)]
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """The standard NAS-Bench-201 setting on CIFAR-10-sized inputs."""
-  c = ml_collections.ConfigDict()
-  c.name = "nb201"
-  c.input_shape = (32, 32, 3)  # (height, width, channels) of the dataset's images.
-  c.num_classes = 10  # Classifier outputs (10 for CIFAR-10, 100 for CIFAR-100).
-  c.stem_channels = 16  # Channels of the stem and the first stage (16 in the benchmark).
-  c.cells_per_stage = 5  # Cells per stage (5 in the benchmark).
-  return c
+@dataclasses.dataclass(frozen=True)
+class NB201SpaceConfig:
+  """The standard NAS-Bench-201 setting on CIFAR-10-sized inputs (the ``space`` section)."""
+
+  name: str = "nb201"
+  input_shape: tuple[int, ...] = (32, 32, 3)  # (height, width, channels) of the images.
+  num_classes: int = 10  # Classifier outputs (10 for CIFAR-10, 100 for CIFAR-100).
+  stem_channels: int = (
+    16  # Channels of the stem and the first stage (16 in the benchmark).
+  )
+  cells_per_stage: int = 5  # Cells per stage (5 in the benchmark).
 
 
 class NB201Space(TokenSpace):
@@ -72,8 +73,9 @@ class NB201Space(TokenSpace):
 
   name = "nb201"
 
-  def __init__(self, config: ml_collections.ConfigDict | None = None):
-    config = default_config() if config is None else config
+  def __init__(self, config: NB201SpaceConfig | None = None):
+    config = NB201SpaceConfig() if config is None else config
+    self.config = config
     self.input_shape = tuple(int(v) for v in config.input_shape)
     if len(self.input_shape) != 3 or min(self.input_shape[:2]) < 4:
       raise ValueError(

@@ -7,7 +7,6 @@ import pytest
 from scipy import stats
 
 from nasq.spaces import InvalidArchitectureError, MacroSpace, NB201Space
-from tests.spaces.test_macro import brute_force_valid, small_config
 
 
 def enumerate_automaton(a):
@@ -34,8 +33,10 @@ def enumerate_automaton(a):
     {"weight_bits_choices": (4, 8), "max_layers": 2},
   ],
 )
-def test_automaton_spells_exactly_the_valid_token_vectors(overrides):
-  space = MacroSpace(small_config(**overrides))
+def test_automaton_spells_exactly_the_valid_token_vectors(
+  tiny_macro_config, brute_force_valid, overrides
+):
+  space = MacroSpace(tiny_macro_config(**overrides))
   spelled = enumerate_automaton(space.automaton)
   assert sorted(spelled) == sorted(brute_force_valid(space))
   assert space.automaton.completions[space.automaton.start] == len(spelled)
@@ -50,8 +51,8 @@ def test_automaton_counts_the_default_space():
   assert len(enumerate_automaton(nb.automaton)) == nb.count() == 15_625
 
 
-def test_vectorized_sampling_is_uniform():
-  space = MacroSpace(small_config(residual=False))
+def test_vectorized_sampling_is_uniform(tiny_macro_config, brute_force_valid):
+  space = MacroSpace(tiny_macro_config(residual=False))
   valid = brute_force_valid(space)
   tokens = space.sample_tokens(np.random.default_rng(0), 100 * len(valid))
   counts = collections.Counter(map(tuple, tokens.tolist()))
@@ -60,8 +61,8 @@ def test_vectorized_sampling_is_uniform():
   assert stats.chisquare(observed).pvalue > 1e-3
 
 
-def test_depth_uniform_sampling():
-  space = MacroSpace(small_config(residual=False))
+def test_depth_uniform_sampling(tiny_macro_config, brute_force_valid):
+  space = MacroSpace(tiny_macro_config(residual=False))
   tokens = space.sample_tokens(np.random.default_rng(0), 30_000, "depth_uniform")
   assert all(space.is_valid(t) for t in tokens[:500])
   depth = (tokens.reshape(len(tokens), -1, space.fields_per_layer)[:, :, 0] != 0).sum(1)

@@ -1,26 +1,9 @@
-import itertools
+import dataclasses
 
 import numpy as np
 import pytest
 
-from nasq.spaces import InvalidArchitectureError, MacroSpace, macro
-
-
-def small_config(**overrides):
-  c = macro.default_config()
-  c.input_shape = (4, 4, 1)
-  c.min_layers, c.max_layers = 1, 3
-  c.ops = ("conv3", "maxpool")
-  c.channels = (4, 8)
-  for k, v in overrides.items():
-    setattr(c, k, v)
-  return c
-
-
-def brute_force_valid(space):
-  """Every token vector of the space that decodes, by enumeration."""
-  ranges = [range(v) for v in space.vocab_sizes]
-  return [t for t in itertools.product(*ranges) if space.is_valid(t)]
+from nasq.spaces import InvalidArchitectureError, MacroSpace, MacroSpaceConfig, macro
 
 
 def independent_validity(space, arch):
@@ -39,8 +22,8 @@ def independent_validity(space, arch):
   return True
 
 
-def test_count_matches_brute_force_enumeration():
-  space = MacroSpace(small_config())
+def test_count_matches_brute_force_enumeration(tiny_macro_config, brute_force_valid):
+  space = MacroSpace(tiny_macro_config())
   valid = brute_force_valid(space)
   assert space.count() == len(valid)
   archs = [space.decode(t) for t in valid]
@@ -48,8 +31,8 @@ def test_count_matches_brute_force_enumeration():
   assert all(independent_validity(space, a) for a in archs)
 
 
-def test_sampling_is_uniform_over_valid_architectures():
-  space = MacroSpace(small_config(residual=False, ops=("conv3",), channels=(4,)))
+def test_sampling_is_uniform_over_valid_architectures(tiny_macro_config):
+  space = MacroSpace(tiny_macro_config(residual=False, ops=("conv3",), channels=(4,)))
   n = space.count()
   rng = np.random.default_rng(0)
   draws = 200 * n
@@ -65,9 +48,7 @@ def test_sampling_is_uniform_over_valid_architectures():
 
 @pytest.mark.parametrize("mixed", [False, True])
 def test_round_trip_and_validity_of_samples(mixed):
-  config = macro.default_config()
-  if mixed:
-    config.weight_bits_choices = (2, 4, 8)
+  config = MacroSpaceConfig(weight_bits_choices=(2, 4, 8) if mixed else None)
   space = MacroSpace(config)
   rng = np.random.default_rng(1)
   for _ in range(300):
@@ -95,8 +76,8 @@ def test_mutation_gives_a_different_valid_neighbour():
     assert space.is_valid(space.encode(child))
 
 
-def test_strided_layers_never_collapse_resolution():
-  c = small_config(
+def test_strided_layers_never_collapse_resolution(tiny_macro_config, brute_force_valid):
+  c = tiny_macro_config(
     ops=("conv3",), channels=(4,), strides=(2,), max_layers=5, residual=False
   )
   space = MacroSpace(c)
@@ -148,10 +129,8 @@ def test_non_canonical_tokens_are_rejected():
   ],
 )
 def test_bad_config_names_the_field(field, value, match):
-  config = macro.default_config()
-  setattr(config, field, value)
   with pytest.raises(ValueError, match=match):
-    MacroSpace(config)
+    MacroSpace(dataclasses.replace(MacroSpaceConfig(), **{field: value}))
 
 
 def test_reference_networks_parse():

@@ -57,7 +57,5 @@ def test_bad_tokens_name_the_position():
 
 
 def test_bad_config():
-  c = nb201.default_config()
-  c.input_shape = (2, 2, 3)
   with pytest.raises(ValueError, match="space.input_shape"):
-    NB201Space(c)
+    NB201Space(nb201.NB201SpaceConfig(input_shape=(2, 2, 3)))

@@ -1,6 +1,7 @@
 """Strategy comparison on a benchmark table: same evaluator, same budget, many seeds.
 
-``compare_strategies(config, workdir)`` runs every strategy in ``config.strategies_to_run``
+``compare_strategies(config, workdir)`` (``experiments/benchmarks/strategies.py``,
+``configs/bench_nb201.py``) runs every strategy in ``config.strategies_to_run``
 for ``config.num_seeds`` seeds and ``config.num_queries`` evaluations, in each setting
 (unconstrained, and under a parameter budget), through the same ``run_strategy`` loop as
 the real search. Seed s gives every strategy the same initial design. Each run keeps its
@@ -20,28 +21,34 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from matplotlib.figure import Figure
 
 from nasq import autoencoder as ae_lib
-from nasq import evaluators, executors, search, strategies
-from nasq.costs import compute_costs
+from nasq import evaluators, executors, strategies
+from nasq.costs import Budget, compute_costs
 from nasq.history import History
-from nasq.spaces import make_space
+from nasq.loop import run_strategy
+from nasq.runs.config import from_config, space_from_config, to_config
+from nasq.spaces import SearchSpace, make_space, space_config
 
 CHECKPOINTS = (10, 25, 50, 100, 150)
+SETTINGS = ("unconstrained", "budget")
 
 
-def make_evaluator(config: ml_collections.ConfigDict, space: Any = None) -> Any:
+def make_evaluator(
+  config: ml_collections.ConfigDict, space: SearchSpace | None = None
+) -> evaluators.Evaluator:
   """The configured table evaluator; with ``eval_seconds`` > 0 each lookup also keeps a
   core busy that long (``FixedCostEvaluator``)."""
   table = make_table(config, space)
-  seconds = float(config.get("eval_seconds", 0.0))
+  seconds = float(config.eval_seconds)
   return evaluators.FixedCostEvaluator(table, seconds) if seconds > 0 else table
 
 
 def make_table(
-  config: ml_collections.ConfigDict, space: Any = None
+  config: ml_collections.ConfigDict, space: SearchSpace | None = None
 ) -> evaluators.TableEvaluator:
-  space = make_space(config.space) if space is None else space
+  space = make_space(space_from_config(config.space)) if space is None else space
   if config.evaluator == "analognas":
     return evaluators.TableEvaluator(
       evaluators.load_analognas_bench(), config.metric, space
@@ -53,13 +60,15 @@ def make_table(
   )
 
 
-def _setting_budget(config, space, setting: str) -> strategies.Budget:
+def _setting_budget(
+  config: ml_collections.ConfigDict, space: SearchSpace, setting: str
+) -> Budget:
   if setting == "unconstrained":
-    return strategies.Budget()
+    return Budget()
   if setting == "budget":
     largest = max(compute_costs(a).params for a in space.all_architectures())
-    return strategies.Budget(params=config.params_budget_fraction * largest)
-  raise ValueError(f"settings must be among ['unconstrained', 'budget'], got {setting!r}")
+    return Budget(params=config.params_budget_fraction * largest)
+  raise ValueError(f"settings must be among {list(SETTINGS)}, got {setting!r}")
 
 
 # Per process: the evaluator, the autoencoder and each strategy, built once and reused
@@ -77,24 +86,31 @@ def _cached(key: str, build: Any) -> Any:
 def _run_one(args: tuple) -> dict[str, Any]:
   config, setting, name, seed, workdir = args
   config_key = config.to_json_best_effort(sort_keys=True)
-  space = make_space(config.space)
+  space = _cached(
+    f"space {config_key}", lambda: make_space(space_from_config(config.space))
+  )
   evaluate = _cached(f"evaluator {config_key}", lambda: make_evaluator(config, space))
   budget = _setting_budget(config, space, setting)
+  settings = from_config(
+    strategies.StrategySettings, config.strategy_config, "strategy_config"
+  )
   ae = None
   if name == "latent_bo":
     ae = _cached(
       f"autoencoder {config_key}",
       lambda: ae_lib.load_or_train(
-        config.space, config.autoencoder, config.cache_dir, progress=False
+        space,
+        from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder"),
+        config.cache_dir,
+        progress=False,
       ),
     )
   run_dir = Path(workdir) / "runs" / setting / name / f"seed{seed}"
   ctx = strategies.SearchContext(space, budget, 32, 8, History.open(run_dir), ae)
-  objective = evaluators.default_objective_config()
-  objective.metric = config.metric
+  objective = evaluators.Objective(metric=config.metric)
   key = jax.random.key(seed)
   start = time.perf_counter()
-  search.run_strategy(
+  run_strategy(
     ctx,
     strategies.RandomSearch(),
     evaluate,
@@ -105,14 +121,15 @@ def _run_one(args: tuple) -> dict[str, Any]:
     count_all=False,
   )
   strategy = _cached(
-    f"{name} {config_key}",
-    lambda: strategies.make_strategy(name, config.strategy_config, ae),
+    f"{name} {config_key}", lambda: strategies.make_strategy(name, settings, ae)
   )
   executor = executors.make_executor(
-    config.executor, evaluate=evaluate, factory=functools.partial(make_evaluator, config)
+    from_config(executors.ExecutorConfig, config.executor, "executor"),
+    evaluate=evaluate,
+    factory=functools.partial(make_evaluator, config),
   )
   try:
-    search.run_strategy(
+    run_strategy(
       ctx,
       strategy,
       evaluate,
@@ -164,12 +181,19 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict
 
 def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   """Runs the comparison and writes results.json, table.md and curves_<setting>.png."""
+  unknown = [s for s in config.settings if s not in SETTINGS]
+  if unknown:
+    raise ValueError(f"settings must be among {list(SETTINGS)}, got {unknown}")
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  space = make_space(config.space)
+  space = make_space(space_from_config(config.space))
   table_eval = make_table(config, space)
   if "latent_bo" in config.strategies_to_run:  # train (or load) once, before the workers
-    ae_lib.load_or_train(config.space, config.autoencoder, config.cache_dir)
+    ae_lib.load_or_train(
+      space,
+      from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder"),
+      config.cache_dir,
+    )
   start = time.perf_counter()
   results = run_all(config, workdir)
   wall = time.perf_counter() - start
@@ -234,12 +258,8 @@ def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 
 def _plot(path: Path, results, setting, config, best_value) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  fig = Figure(figsize=(6.5, 4.5))
+  ax = fig.subplots()
   for name in config.strategies_to_run:
     curves = np.array(
       [r["curve"] for r in results if r["setting"] == setting and r["strategy"] == name]
@@ -257,15 +277,12 @@ def _plot(path: Path, results, setting, config, best_value) -> None:
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def default_config() -> ml_collections.ConfigDict:
   """configs/bench_nb201.py."""
-  from nasq import spaces
-
   c = ml_collections.ConfigDict()
-  c.space = spaces.default_config("nb201")
+  c.space = to_config(space_config("nb201"))
   c.evaluator = "analognas"  # "analognas" or "table" (table_path: CSV or JSON).
   c.table_path = ""
   c.metric = "qat_accuracy"  # Column of the table to maximize.
@@ -279,14 +296,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval_seconds = 0.0  # > 0: each evaluation also keeps a core busy this long.
   # Evaluations in flight after the initial design (local: simulated workers, so batch
   # BO can be compared with sequential BO at equal evaluation counts).
-  c.executor = executors.default_config()
-  c.strategy_config = strategies.default_config()
-  c.strategy_config.map_steps = 100
-  c.strategy_config.num_raw = 256
-  c.strategy_config.num_starts = 8
-  c.strategy_config.ascent_steps = 50
-  c.autoencoder = ae_lib.default_config()
-  c.autoencoder.latent_dim = 8
-  c.autoencoder.steps = 2000
+  c.executor = to_config(executors.ExecutorConfig())
+  c.strategy_config = to_config(
+    strategies.StrategySettings(map_steps=100, num_raw=256, num_starts=8, ascent_steps=50)
+  )
+  c.autoencoder = to_config(ae_lib.AutoencoderConfig(latent_dim=8, steps=2000))
   c.cache_dir = "~/.cache/nasq/autoencoders"
   return c

@@ -1,23 +1,24 @@
-"""Library side of the entry points: one call each, everything to the workdir."""
+"""Trains one architecture (``experiments/train.py``, ``configs/train.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import Any
 
-import jax
 import ml_collections
 
 from nasq import costs as costs_lib
 from nasq import data as data_lib
-from nasq import spaces
+from nasq import report
 from nasq import train as train_lib
 from nasq.quant import QuantConfig
+from nasq.runs.config import from_config, space_from_config, to_config
+from nasq.spaces import Architecture, make_space, space_config
 from nasq.spaces.macro import REFERENCE_NETWORKS, space_for_string
 
 
-def resolve_architecture(config: ml_collections.ConfigDict) -> Any:
+def resolve_architecture(config: ml_collections.ConfigDict) -> Architecture:
   """The architecture named by ``config.arch`` for the dataset of ``config.data``.
 
   ``config.arch`` is a reference network name (read in the smallest macro space that
@@ -33,11 +34,13 @@ def resolve_architecture(config: ml_collections.ConfigDict) -> Any:
     text = REFERENCE_NETWORKS[config.arch][2]
     return space_for_string(text, info.input_shape, info.num_classes).parse(text)
   if config.space.name == "nb201" or config.arch.startswith("|"):
-    space_config = spaces.default_config("nb201")
+    space = space_config("nb201")
   else:
-    space_config = ml_collections.ConfigDict(config.space.to_dict())
-  space_config.input_shape, space_config.num_classes = info.input_shape, info.num_classes
-  return spaces.make_space(space_config).parse(config.arch)
+    space = space_from_config(config.space)
+  space = dataclasses.replace(
+    space, input_shape=info.input_shape, num_classes=info.num_classes
+  )
+  return make_space(space).parse(config.arch)
 
 
 def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainResult:
@@ -54,10 +57,11 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Trai
     f.write(config.to_json(indent=1))
   costs = costs_lib.compute_costs(arch, quant.weight_bits, quant.activation_bits)
   with open(os.path.join(workdir, "costs.md"), "w") as f:
-    f.write(costs_table(arch, costs))
+    f.write(report.costs_table(arch, costs))
   print(f"architecture: {arch.to_string()}")
   print(f"costs at {quant.weight_bits}-bit weights: {costs.summary()}")
-  dataset = data_lib.load_dataset(config.data)
+  dataset = data_lib.load_dataset(from_config(data_lib.DataConfig, config.data, "data"))
+  train_config = from_config(train_lib.TrainConfig, config.train, "train")
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   with open(metrics_path, "w") as metrics_file:
 
@@ -71,13 +75,13 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Trai
       )
 
     result = train_lib.train_and_evaluate(
-      arch, quant, dataset, config.train, on_epoch=on_epoch
+      arch, quant, dataset, train_config, on_epoch=on_epoch
     )
   out = result.to_dict() | {"architecture": arch.to_string()}
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(out, f, indent=1)
   if result.variables is not None:
-    save_checkpoint(os.path.join(workdir, "checkpoint"), result.variables)
+    train_lib.save_checkpoint(os.path.join(workdir, "checkpoint"), result.variables)
   print(
     f"status={result.status} val_accuracy={result.val_accuracy} "
     f"test_accuracy={result.test_accuracy} wall_time_s={result.wall_time_s:.1f}"
@@ -85,40 +89,15 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Trai
   return result
 
 
-def save_checkpoint(path: str, variables: Any) -> None:
-  """Saves model variables with orbax (overwriting an earlier save at ``path``)."""
-  import orbax.checkpoint as ocp
-
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.abspath(path), jax.device_get(variables), force=True)
-  checkpointer.wait_until_finished()
-
-
-def load_checkpoint(path: str, like: Any) -> Any:
-  """Restores variables saved by ``save_checkpoint``, shaped like ``like``."""
-  import orbax.checkpoint as ocp
-
-  return ocp.StandardCheckpointer().restore(os.path.abspath(path), like)
-
-
-def costs_table(arch: Any, costs: costs_lib.Costs) -> str:
-  """A Markdown per-layer cost breakdown."""
-  lines = [
-    f"# Costs of `{arch.to_string()}`",
-    "",
-    f"weights {costs.weight_bits}-bit, activations {costs.activation_bits}-bit: "
-    f"{costs.params} params, {costs.macs} MACs, {costs.model_size_bits} bits "
-    f"({costs.model_size_bits / 8 / 1000:.2f} kB), peak activations "
-    f"{costs.peak_activation_bytes} bytes",
-    "",
-    "| layer | op | input | output | params | MACs | weight bits | size (bits) |",
-    "|---|---|---|---|---|---|---|---|",
-  ]
-  for u in costs.layers:
-    if u.params or u.macs:
-      lines.append(
-        f"| {u.name} | {u.op} | {u.input_shape} | {u.output_shape} | "
-        f"{u.params} | {u.macs} | {u.weight_bits if u.kernel_params else '-'} "
-        f"| {u.model_size_bits} |"
-      )
-  return "\n".join(lines) + "\n"
+def default_config() -> ml_collections.ConfigDict:
+  """Every field ``train_one`` reads (configs/train.py overrides a few)."""
+  config = ml_collections.ConfigDict()
+  # Architecture: a name from nasq.spaces.macro.REFERENCE_NETWORKS, a macro-space string
+  # ("conv3:s1:c32 maxpool:s2 ..."), or a NAS-Bench-201 string (with space.name=nb201).
+  config.arch = "fmnist_ref"
+  config.space = to_config(space_config("macro"))  # Space the string is read in.
+  config.weight_bits = 4  # Weight bit width: 2..8, or 32 for float.
+  config.activation_bits = 8  # Activation bits for the peak-memory cost.
+  config.data = to_config(data_lib.DataConfig())  # Dataset and split.
+  config.train = to_config(train_lib.TrainConfig())  # Schedule.
+  return config

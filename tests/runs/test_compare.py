@@ -3,27 +3,17 @@
 import json
 
 import numpy as np
+import pytest
 
-from nasq import benchmarks
 from nasq.costs import compute_costs
+from nasq.runs import compare
 from nasq.spaces import NB201Space
 
 
-def test_compare_strategies_on_a_generated_table(tmp_path):
+def test_compare_strategies_on_a_generated_table(tmp_path, table_config, nb201_table):
   space = NB201Space()
-  rng = np.random.default_rng(0)
-  # A table over every cell: a noisy function of the parameter count.
-  rows = []
-  for arch in space.all_architectures():
-    p = compute_costs(arch).params
-    rows.append({"arch": arch.to_string(), "acc": float(np.log(p) + rng.normal(0, 0.1))})
-  path = tmp_path / "table.json"
-  path.write_text(json.dumps(rows))
-
-  config = benchmarks.default_config()
-  config.evaluator = "table"
-  config.table_path = str(path)
-  config.metric = "acc"
+  values = nb201_table[1]
+  config = table_config()
   config.num_seeds = 1
   config.num_queries = 15
   config.num_initial = 5
@@ -35,7 +25,7 @@ def test_compare_strategies_on_a_generated_table(tmp_path):
   config.strategy_config.num_raw = 64
   config.strategy_config.num_starts = 4
   config.strategy_config.ascent_steps = 20
-  summary = benchmarks.compare_strategies(config, tmp_path / "bench")
+  summary = compare.compare_strategies(config, tmp_path / "bench")
   table = (tmp_path / "bench" / "table.md").read_text()
   for name in ("latent_bo", "random", "evolution"):
     assert f"| {name} |" in table
@@ -49,11 +39,26 @@ def test_compare_strategies_on_a_generated_table(tmp_path):
   # The budget setting's best is the best cell within half the largest cell's params.
   largest = max(compute_costs(a).params for a in space.all_architectures())
   within = [
-    r["acc"] for r in rows if compute_costs(space.parse(r["arch"])).params <= largest / 2
+    v for k, v in values.items() if compute_costs(space.parse(k)).params <= largest / 2
   ]
-  assert summary["settings"]["budget"]["table_best"] == max(within)
+  assert summary["settings"]["budget"]["table_best"] == pytest.approx(max(within))
+  assert summary["settings"]["unconstrained"]["table_best"] == pytest.approx(
+    max(values.values())
+  )
   # Every run's history has exactly num_queries evaluations, none repeated.
   for run in (tmp_path / "bench" / "runs").glob("*/*/seed*"):
     records = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     evaluated = [r for r in records if r["status"] in ("ok", "failed")]
     assert len(evaluated) == 15 and len({tuple(r["tokens"]) for r in evaluated}) == 15
+
+
+def test_unknown_settings_and_evaluators_are_named(tmp_path, table_config):
+  config = table_config()
+  config.evaluator = "hpobench"
+  with pytest.raises(ValueError, match="evaluator must be one of"):
+    compare.make_table(config)
+  config = table_config()
+  config.settings = ("latency",)
+  with pytest.raises(ValueError, match="settings must be among"):
+    compare.compare_strategies(config, tmp_path / "bench")
+  assert not (tmp_path / "bench").exists()

@@ -1,0 +1,373 @@
+"""The end-to-end search: autoencoder, initial design, strategy loop, retraining, report.
+
+``run_search(config, workdir)`` is what ``experiments/search.py`` runs (configured by
+``configs/default.py``). Everything goes to
+the workdir, and a rerun with the same workdir resumes: evaluations already in
+``history.jsonl`` are not repeated, retrained models already in ``final.jsonl`` are not
+retrained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
+
+from nasq import autoencoder as ae_lib
+from nasq import data as data_lib
+from nasq import evaluators, executors, report, strategies
+from nasq import train as train_lib
+from nasq.costs import Budget
+from nasq.history import STATUS_DUPLICATE, STATUS_INFEASIBLE, STATUS_OK, History, Record
+from nasq.loop import run_strategy
+from nasq.quant import QuantConfig, check_bits
+from nasq.runs.config import from_config, space_from_config, to_config
+from nasq.spaces import SearchSpace, SpaceConfig, make_space, space_config
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a search run with another configuration."""
+
+
+def _check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
+  path = workdir / "config.json"
+  current = json.loads(config.to_json_best_effort(sort_keys=True))
+  if path.exists():
+    saved = json.loads(path.read_text())
+    # Presentation and execution settings may change between runs (resume a search
+    # begun on one machine with more workers, or on a cluster).
+    ignore = ("progress", "executor")
+    a = {k: v for k, v in saved.items() if k not in ignore}
+    b = {k: v for k, v in current.items() if k not in ignore}
+    if a != b:
+      changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+      raise ConfigMismatchError(
+        f"{workdir} holds a search with another configuration (fields {changed} differ); "
+        f"use a new --workdir, or the same config to resume"
+      )
+  else:
+    path.write_text(json.dumps(current, indent=1, sort_keys=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+  """Every typed section of a search config, converted (and so checked) at once."""
+
+  space: SpaceConfig
+  budget: Budget
+  objective: evaluators.Objective
+  strategies: strategies.StrategySettings
+  autoencoder: ae_lib.AutoencoderConfig
+  data: data_lib.DataConfig
+  train: train_lib.TrainConfig
+  final_data: data_lib.DataConfig
+  final_train: train_lib.TrainConfig
+  executor: executors.ExecutorConfig
+  quantization: QuantConfig
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> SearchSettings:
+    """Checks the search-level fields, then converts every section (errors name the
+    field and the accepted values)."""
+    check_bits(config.weight_bits)
+    if config.strategy not in strategies.STRATEGIES:
+      raise ValueError(
+        f"strategy must be one of {list(strategies.STRATEGIES)}, got {config.strategy!r}"
+      )
+    if config.num_initial < 1 or config.num_evaluations < config.num_initial:
+      raise ValueError(
+        f"need 1 <= num_initial <= num_evaluations, got num_initial="
+        f"{config.num_initial}, num_evaluations={config.num_evaluations}"
+      )
+    if config.num_final < 0:
+      raise ValueError(f"num_final must be >= 0, got {config.num_final}")
+    return cls(
+      space=space_from_config(config.space),
+      budget=from_config(Budget, config.budget, "budget"),
+      objective=from_config(evaluators.Objective, config.objective, "objective"),
+      strategies=from_config(
+        strategies.StrategySettings, config.strategies, "strategies"
+      ),
+      autoencoder=from_config(
+        ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder"
+      ),
+      data=from_config(data_lib.DataConfig, config.data, "data"),
+      train=from_config(train_lib.TrainConfig, config.train, "train"),
+      final_data=from_config(data_lib.DataConfig, config.final_data, "final_data"),
+      final_train=from_config(train_lib.TrainConfig, config.final_train, "final_train"),
+      executor=from_config(executors.ExecutorConfig, config.executor, "executor"),
+      quantization=QuantConfig(config.weight_bits, config.activation_bits),
+    )
+
+
+def _check_dataset(space: SearchSpace, dataset: data_lib.Dataset) -> None:
+  if (tuple(dataset.input_shape), dataset.num_classes) != (
+    tuple(space.input_shape),
+    space.num_classes,
+  ):
+    raise ValueError(
+      f"space.input_shape/num_classes {tuple(space.input_shape)}/{space.num_classes} do "
+      f"not match dataset {dataset.name!r}: {tuple(dataset.input_shape)}/"
+      f"{dataset.num_classes}"
+    )
+
+
+def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+  """Runs (or resumes) the configured search; returns the report's summary."""
+  settings = SearchSettings.from_config(config)
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_workdir_config(workdir, config)
+  budget = settings.budget
+  space = make_space(settings.space)
+  history = History.open(workdir)
+  if len(history):
+    print(f"resuming: {history.num_evaluated()} evaluations already in {history.path}")
+
+  ae = None
+  if config.strategy == "latent_bo":
+    ae = ae_lib.load_or_train(
+      space, settings.autoencoder, config.cache_dir, progress=config.progress
+    )
+  dataset = data_lib.load_dataset(settings.data)
+  _check_dataset(space, dataset)
+  writer = SummaryWriter(str(workdir / "tensorboard"))
+  curve_step = {"n": 0}
+
+  def on_epoch(arch, epoch, metrics):
+    curve_step["n"] += 1
+    for k, v in metrics.items():
+      if k != "epoch" and v is not None:
+        writer.add_scalar(f"candidate/{k}", v, curve_step["n"])
+
+  evaluate = evaluators.QATEvaluator(
+    dataset, settings.train, settings.quantization, on_epoch=on_epoch
+  )
+  # Ray workers build their own evaluator (loading the dataset there); per-epoch
+  # TensorBoard curves are written for local evaluations only.
+  executor = executors.make_executor(
+    settings.executor,
+    evaluate=evaluate,
+    factory=functools.partial(
+      evaluators.build_qat_evaluator, settings.data, settings.train, settings.quantization
+    ),
+  )
+  ctx = strategies.SearchContext(
+    space, budget, config.weight_bits, config.activation_bits, history, ae
+  )
+  bar = tqdm(
+    total=config.num_evaluations,
+    initial=history.num_evaluated(),
+    desc=f"search ({config.strategy})",
+    unit="eval",
+    disable=not config.progress,
+    dynamic_ncols=True,
+  )
+
+  def on_record(record: Record) -> None:
+    if record.status in (STATUS_INFEASIBLE, STATUS_DUPLICATE):
+      writer.add_scalar("search/rejected", 1, record.index)
+      return
+    bar.update(1)
+    n = history.num_evaluated()
+    best = history.best()
+    if record.objective is not None:
+      writer.add_scalar("search/objective", record.objective, n)
+    if best is not None:
+      writer.add_scalar("search/best_objective", best.objective, n)
+      bar.set_postfix(
+        best=f"{best.objective:.4f}", last=f"{record.objective or float('nan'):.4f}"
+      )
+    writer.add_scalar("search/model_size_kb", record.costs["model_size_bits"] / 8000, n)
+    writer.flush()
+
+  key = jax.random.key(config.seed)
+  start = time.perf_counter()
+  initial = strategies.RandomSearch(settings.strategies.random_batch)
+  strategy = strategies.make_strategy(config.strategy, settings.strategies, ae)
+  try:
+    run_strategy(
+      ctx,
+      initial,
+      evaluate,
+      settings.objective,
+      config.num_initial,
+      jax.random.fold_in(key, 1),
+      label="initial",
+      count_all=False,
+      seed=config.seed,
+      on_record=on_record,
+      executor=executor,
+    )
+    run_strategy(
+      ctx,
+      strategy,
+      evaluate,
+      settings.objective,
+      config.num_evaluations,
+      jax.random.fold_in(key, 2),
+      seed=config.seed,
+      on_record=on_record,
+      executor=executor,
+    )
+  finally:
+    executor.close()
+  bar.close()
+  search_seconds = time.perf_counter() - start
+
+  finals = retrain_best(
+    workdir,
+    history,
+    space,
+    budget,
+    settings.quantization,
+    settings.final_data,
+    settings.final_train,
+    config.num_final,
+  )
+  summary = report.write_report(
+    workdir,
+    history,
+    finals,
+    budget,
+    strategy=config.strategy,
+    weight_bits=config.weight_bits,
+    num_initial=config.num_initial,
+    objective_kind=settings.objective.kind,
+    search_seconds=search_seconds,
+  )
+  writer.close()
+  return summary
+
+
+def retrain_best(
+  workdir: Path,
+  history: History,
+  space: SearchSpace,
+  budget: Budget,
+  quant: QuantConfig,
+  data_config: data_lib.DataConfig,
+  train_config: train_lib.TrainConfig,
+  num_final: int,
+) -> list[dict[str, Any]]:
+  """Retrains the ``num_final`` best feasible architectures on train+validation with
+  ``train_config``; reports test accuracy; checkpoints the best. Resumable via
+  ``final.jsonl``."""
+  path = workdir / "final.jsonl"
+  done = []
+  if path.exists():
+    for line in path.read_text().splitlines():
+      if line.strip():
+        try:
+          done.append(json.loads(line))
+        except json.JSONDecodeError:
+          break  # a torn last line: that retraining reruns
+  ok = [r for r in history.successful() if budget.fits(r.costs)]
+  ok.sort(key=lambda r: r.objective, reverse=True)
+  chosen = ok[:num_final]
+  finished = {d["index"] for d in done}
+  if all(r.index in finished for r in chosen):
+    return [d for d in done if d["index"] in {r.index for r in chosen}]
+  train_config = dataclasses.replace(train_config, final=True)
+  evaluate = evaluators.QATEvaluator(
+    data_lib.load_dataset(data_config), train_config, quant
+  )
+  best_test = max((d["test_accuracy"] or -1 for d in done), default=-1.0)
+  for r in chosen:
+    if r.index in finished:
+      continue
+    print(
+      f"retraining #{r.index} {r.arch} on train+validation ({train_config.epochs} epochs)"
+    )
+    result = evaluate(space.decode(r.tokens), r.seed, True)
+    entry = {
+      "index": r.index,
+      "arch": r.arch,
+      "search_objective": r.objective,
+      "status": result.status,
+      "test_accuracy": result.metrics.get("test_accuracy"),
+      "seconds": result.seconds,
+      "costs": r.costs,
+    }
+    if result.status == STATUS_OK and (entry["test_accuracy"] or -1) > best_test:
+      best_test = entry["test_accuracy"]
+      train_lib.save_checkpoint(str(workdir / "best_checkpoint"), result.variables)
+      (workdir / "best_architecture.txt").write_text(r.arch + "\n")
+    with open(path, "a") as f:
+      f.write(json.dumps(entry) + "\n")
+      f.flush()
+    done.append(entry)
+  return [d for d in done if d["index"] in {r.index for r in chosen}]
+
+
+def run_sweep(
+  config: ml_collections.ConfigDict, workdir: str | Path
+) -> dict[int, dict[str, Any]]:
+  """One search per bit width in ``config.sweep_weight_bits``, then the combined
+  accuracy-vs-size front (``workdir/fronts_by_bits.png``)."""
+  workdir = Path(workdir)
+  summaries, histories = {}, {}
+  for bits in config.sweep_weight_bits:
+    sub = config.copy_and_resolve_references()
+    sub.weight_bits = int(bits)
+    sub.sweep_weight_bits = ()
+    print(f"=== {bits}-bit weights ===")
+    summaries[int(bits)] = run_search(sub, workdir / f"bits{bits}")
+    histories[int(bits)] = History.open(workdir / f"bits{bits}")
+  report.plot_bit_width_fronts(
+    histories,
+    from_config(Budget, config.budget, "budget"),
+    workdir / "fronts_by_bits.png",
+  )
+  return summaries
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every field a search reads (configs/default.py overrides a few)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds proposals and each candidate's training (seed + record index).
+  c.strategy = "latent_bo"  # latent_bo, random or evolution.
+  c.num_initial = 10  # Feasible random architectures evaluated first (every strategy).
+  c.num_evaluations = 40  # Total trained candidates, initial design included.
+  c.num_final = 2  # Best feasible candidates retrained with final_train.
+  c.weight_bits = 4  # Weight bit width of every candidate (2..8, or 32).
+  c.activation_bits = 8  # Activation bits for the peak-memory cost.
+  c.space = to_config(space_config("macro"))  # nasq.spaces.MacroSpaceConfig
+  # Upper bounds (nasq.costs.Budget): model_size_bits (stored weights), macs (per
+  # image), peak_activation_bytes, params; None = unbounded.
+  c.budget = to_config(Budget(model_size_bits=64 * 8 * 1024, macs=30e6))
+  c.objective = to_config(evaluators.Objective())  # nasq.evaluators.Objective
+  c.strategies = to_config(strategies.StrategySettings())
+  c.autoencoder = to_config(ae_lib.AutoencoderConfig())
+  c.cache_dir = "~/.cache/nasq/autoencoders"  # Trained autoencoders, keyed by config.
+  c.data = to_config(data_lib.DataConfig())  # nasq.data.DataConfig
+  c.train = to_config(train_lib.TrainConfig())  # Each candidate's (short) schedule.
+  c.final_data = to_config(data_lib.DataConfig())  # Data of the retraining.
+  c.final_train = to_config(train_lib.TrainConfig())  # The retraining schedule.
+  # Weight bit widths for a sweep (one search each, into workdir/bits<b>), or () for
+  # one search at weight_bits.
+  c.sweep_weight_bits = ()
+  c.executor = to_config(executors.ExecutorConfig())  # Where evaluations run.
+  c.progress = True  # Progress bars.
+  return c
+
+
+__all__ = [
+  "ConfigMismatchError",
+  "SearchSettings",
+  "default_config",
+  "retrain_best",
+  "run_search",
+  "run_sweep",
+]

@@ -1,0 +1,61 @@
+"""The autoencoder cache: reuse, keys, wrong space or version, corrupt entries."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from nasq import autoencoder as ae_lib
+from nasq.autoencoder import cache as cache_lib
+from nasq.spaces import MacroSpace
+
+
+def test_cache_reuses_retrains_and_rejects(small_ae, tmp_path, monkeypatch):
+  space, config = small_ae.space, small_ae.config
+  path = ae_lib.cache_path(space, config, tmp_path)
+  assert path.name == f"macro-{ae_lib.cache_key(space.config, config)}"
+  ae_lib.save(small_ae, path)
+  assert (path / "meta.json").exists()
+
+  calls = []
+  real_train = cache_lib.train
+
+  def counting_train(*args, **kwargs):
+    calls.append(1)
+    return real_train(*args, **kwargs)
+
+  monkeypatch.setattr(cache_lib, "train", counting_train)
+  loaded = ae_lib.load_or_train(space, config, tmp_path, progress=False)
+  assert not calls  # reused
+  assert loaded.report["cache_path"] == str(path)
+  z = np.random.default_rng(0).normal(size=(50, config.latent_dim))
+  np.testing.assert_array_equal(loaded.decode(z), small_ae.decode(z))
+  np.testing.assert_allclose(loaded.predict_log_costs(z), small_ae.predict_log_costs(z))
+  np.testing.assert_array_equal(loaded.predictor_rmse, small_ae.predictor_rmse)
+
+  # Another autoencoder config or another space config: another key.
+  key = ae_lib.cache_key(space.config, config)
+  assert ae_lib.cache_key(space.config, dataclasses.replace(config, seed=1)) != key
+  other_space = MacroSpace(dataclasses.replace(space.config, channels=(4, 16)))
+  assert ae_lib.cache_key(other_space.config, config) != key
+
+  # Loading an artifact for the wrong space or version is a clear error.
+  with pytest.raises(ae_lib.AutoencoderCacheError, match="trained for space"):
+    ae_lib.load(path, other_space)
+  with pytest.raises(ae_lib.AutoencoderCacheError, match="autoencoder config"):
+    ae_lib.load(path, space, dataclasses.replace(config, seed=1))
+  meta = json.loads((path / "meta.json").read_text())
+  meta["format"] = -1
+  (path / "meta.json").write_text(json.dumps(meta))
+  with pytest.raises(ae_lib.AutoencoderCacheError, match="format"):
+    ae_lib.load(path, space)
+
+  # A corrupt entry is retrained, not loaded.
+  (path / "meta.json").write_text("{not json")
+  short = dataclasses.replace(config, steps=100)
+  monkeypatch.setattr(cache_lib, "cache_key", lambda s, c: key)  # same entry
+  retrained = ae_lib.load_or_train(space, short, tmp_path, progress=False)
+  assert calls == [1]
+  assert json.loads((path / "meta.json").read_text())["format"] == ae_lib.FORMAT_VERSION
+  assert retrained.decode(z).shape == (50, space.num_positions)

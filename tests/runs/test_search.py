@@ -1,0 +1,76 @@
+"""The search driver: settings from a config, the sweep, refusals before any work."""
+
+import json
+
+import pytest
+
+from configs import default
+from nasq.runs import search
+
+
+def test_every_section_becomes_typed_settings():
+  settings = search.SearchSettings.from_config(default.get_config())
+  assert settings.budget.model_size_bits == 64 * 8 * 1024
+  assert settings.train.epochs == 1 and settings.final_train.progress
+  assert settings.space.ops[0] == "conv1" and isinstance(settings.space.ops, tuple)
+  assert settings.quantization.weight_bits == 4
+
+
+@pytest.mark.parametrize(
+  "field, value, match",
+  [
+    ("strategy", "grid", "strategy must be one of"),
+    ("weight_bits", 12, "weight_bits"),
+    ("num_initial", 0, "need 1 <= num_initial <= num_evaluations"),
+    ("train.optimizer", "lbfgs", "train.optimizer must be one of"),
+    ("budget.macs", -1.0, "budget.macs must be > 0 or None"),
+    ("executor.kind", "dask", "executor.kind must be one of"),
+    ("data.name", "imagenet", "data.name must be one of"),
+    ("space.name", "darts", "space.name must be one of"),
+    ("objective.kind", "accuracy", "objective.kind must be one of"),
+  ],
+)
+def test_bad_fields_are_refused_before_the_workdir_is_touched(
+  tmp_path, field, value, match
+):
+  config = default.get_config()
+  section, _, name = field.rpartition(".")
+  (config[section] if section else config)[name] = value
+  with pytest.raises(ValueError, match=match):
+    search.run_search(config, tmp_path / "search")
+  assert not (tmp_path / "search").exists()
+
+
+def test_an_unknown_field_is_named(tmp_path):
+  config = default.get_config()
+  config.train.epochz = 3
+  with pytest.raises(ValueError, match=r"train has unknown fields \['epochz'\]"):
+    search.run_search(config, tmp_path / "search")
+
+
+def test_bit_width_sweep_draws_the_combined_front(tmp_path, fake_fashion_mnist):
+  fake_fashion_mnist(tmp_path, n_train=300, n_test=50)
+  config = search.default_config()
+  config.strategy = "random"
+  config.sweep_weight_bits = (8, 4)
+  config.num_initial, config.num_evaluations, config.num_final = 2, 3, 1
+  config.space.max_layers = 3
+  config.space.channels = (4, 8)
+  config.budget.model_size_bits = 8000
+  config.progress = False
+  for data in (config.data, config.final_data):
+    data.data_dir = str(tmp_path)
+    data.val_size = 100
+  for train in (config.train, config.final_train):
+    train.epochs, train.batch_size, train.progress = 1, 50, False
+  summaries = search.run_sweep(config, tmp_path / "sweep")
+  assert sorted(summaries) == [4, 8]
+  assert (tmp_path / "sweep" / "fronts_by_bits.png").stat().st_size > 10_000
+  for bits in (4, 8):
+    saved = json.loads((tmp_path / "sweep" / f"bits{bits}" / "config.json").read_text())
+    assert saved["weight_bits"] == bits
+    assert (
+      summaries[bits]["records"].get("ok", 0)
+      + summaries[bits]["records"].get("failed", 0)
+      == 3
+    )

@@ -1,0 +1,112 @@
+"""What a search leaves for its reader: fronts, curves, the report and its summary."""
+
+import itertools
+import json
+
+import jax
+import numpy as np
+
+from nasq import evaluators, report, strategies
+from nasq.costs import compute_costs
+from nasq.loop import run_strategy
+from nasq.spaces import macro
+
+
+def brute_force_front(points):
+  """Points no other point dominates (x no larger and y no smaller, one strictly)."""
+  return sorted(
+    i
+    for i, (x, y) in enumerate(points)
+    if not any(
+      (x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points)
+    )
+  )
+
+
+def test_pareto_front_against_brute_force():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    points = [(float(x), float(y)) for x, y in rng.integers(0, 8, (15, 2))]
+    front = report.pareto_front(points)
+    assert [points[i][0] for i in front] == sorted(points[i][0] for i in front)
+    # Among exact duplicates only one is kept; compare the distinct points.
+    assert sorted({points[i] for i in front}) == sorted(
+      {points[i] for i in brute_force_front(points)}
+    )
+
+
+def test_best_so_far_only_counts_feasible_successes(make_ctx, cheap_evaluate):
+  ctx = make_ctx()
+  run_strategy(
+    ctx,
+    strategies.RandomSearch(),
+    cheap_evaluate,
+    evaluators.Objective(),
+    8,
+    jax.random.key(0),
+  )
+  records = ctx.history.evaluated()
+  limit = sorted(r.costs["params"] for r in records)[4]
+  feasible = lambda r: r.costs["params"] <= limit  # noqa: E731
+  curve = report.best_so_far(ctx.history, feasible)
+  expected = list(
+    itertools.accumulate((r.objective if feasible(r) else -np.inf for r in records), max)
+  )
+  assert [n for n, _ in curve] == list(range(1, 9))
+  assert [v for _, v in curve] == expected
+
+
+def test_write_report(tmp_path, make_ctx, cheap_evaluate):
+  ctx = make_ctx(params=3000)
+  run_strategy(
+    ctx,
+    strategies.RandomSearch(),
+    cheap_evaluate,
+    evaluators.Objective(),
+    6,
+    jax.random.key(1),
+  )
+  best = ctx.history.best()
+  finals = [
+    {
+      "index": best.index,
+      "arch": best.arch,
+      "search_objective": best.objective,
+      "status": "ok",
+      "test_accuracy": 0.875,
+      "seconds": 1.0,
+      "costs": best.costs,
+    }
+  ]
+  summary = report.write_report(
+    tmp_path,
+    ctx.history,
+    finals,
+    ctx.budget,
+    strategy="random",
+    weight_bits=4,
+    num_initial=2,
+    objective_kind="constrained",
+    search_seconds=60.0,
+  )
+  text = (tmp_path / "report.md").read_text()
+  assert text.startswith("# Search report: random, 4-bit weights")
+  assert f"| {best.index} | `{best.arch}` | 0.8750 |" in text
+  for name in ("pareto_size.png", "pareto_macs.png", "best_so_far.png"):
+    assert (tmp_path / name).stat().st_size > 5_000, name
+  assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(
+    json.dumps(summary)
+  )
+  assert summary["best_search"]["index"] == best.index
+  assert summary["records"] == {"ok": 6}
+
+
+def test_costs_table_lists_every_weighted_layer():
+  arch = macro.reference_architecture("fmnist_ref")
+  costs = compute_costs(arch, 4)
+  table = report.costs_table(arch, costs)
+  rows = [line for line in table.splitlines() if line.startswith("| layer")]
+  assert len(rows) == sum(
+    1 for u in costs.layers if u.params or u.macs and "layer" in u.name
+  )
+  assert f"{costs.params} params" in table
