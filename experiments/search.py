@@ -11,6 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nasq.runs import search
+from nasq.runs.config import run_main
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/default.py", "Search configuration file."
@@ -24,10 +25,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # keep checkpointing chatter off the console
   config = _CONFIG.value
   if config.sweep_weight_bits:
-    search.run_sweep(config, _WORKDIR.value)
+    run_main(search.run_sweep, config, _WORKDIR.value)
     print(f"combined front: {_WORKDIR.value}/fronts_by_bits.png")
   else:
-    search.run_search(config, _WORKDIR.value)
+    run_main(search.run_search, config, _WORKDIR.value)
     print(open(f"{_WORKDIR.value}/report.md").read())
 
 

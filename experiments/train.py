@@ -8,6 +8,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nasq.runs import train
+from nasq.runs.config import run_main
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/train.py", "Training configuration file."
@@ -19,7 +20,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # keep checkpointing chatter off the console
-  result = train.train_one(_CONFIG.value, _WORKDIR.value)
+  result = run_main(train.train_one, _CONFIG.value, _WORKDIR.value)
   return 0 if result.status == "ok" else 1
 
 

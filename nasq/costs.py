@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nasq.quant import FLOAT_BITS, check_bits
-from nasq.spaces.macro import MacroArchitecture, MacroSpace
+from nasq.spaces.macro import Layer, MacroArchitecture, MacroSpace
 from nasq.spaces.nb201 import NB201Architecture
 
 Shape = tuple[int, int, int]
@@ -134,7 +134,7 @@ def _free(name: str, op: str, inp: Shape, out: Shape, params: int = 0) -> LayerC
   return LayerCost(name, op, inp, out, params, 0, 0, 0, FLOAT_BITS)
 
 
-def _classifier(features: int, num_classes: int, bits: int) -> LayerCost:
+def classifier_cost(features: int, num_classes: int, bits: int) -> LayerCost:
   kernel = features * num_classes
   return LayerCost(
     "classifier",
@@ -190,7 +190,7 @@ def macro_units(arch: MacroArchitecture, weight_bits: int) -> list[LayerCost]:
     else:
       u = _free(name, layer.op, inp, shapes[i + 1])
     units.append(u)
-  units.append(_classifier(shapes[-1][2], arch.num_classes, weight_bits))
+  units.append(classifier_cost(shapes[-1][2], arch.num_classes, weight_bits))
   return units
 
 
@@ -218,7 +218,7 @@ def _macro_option_costs(space: MacroSpace) -> tuple[np.ndarray, np.ndarray]:
     for o in np.flatnonzero(a.option_valid[s]):
       t = a.options[s, o]
       if t[0] == 0:
-        u = _classifier(c, space.num_classes, FLOAT_BITS)
+        u = classifier_cost(c, space.num_classes, FLOAT_BITS)
         params[s, o], macs[s, o] = u.params, u.macs
         continue
       arch = space.decode_layer(t, (h, w, c))
@@ -239,18 +239,31 @@ def macro_costs_batch(
   return params[states, choices].sum(axis=1), macs[states, choices].sum(axis=1)
 
 
+def layer_live_elements(layer: Layer, inp: Shape, out: Shape) -> int:
+  """Activation elements alive while ``layer`` runs: its input and output (and the
+  depthwise intermediate of a depthwise-separable layer)."""
+  live = _numel(inp) + _numel(out)
+  if layer.kind == "dwsep":  # input -> depthwise intermediate -> output
+    mid = _numel(_down(inp, layer.stride, inp[2]))
+    live = max(_numel(inp) + mid, mid + _numel(out))
+  return live
+
+
+def head_live_elements(last: Shape, num_classes: int) -> int:
+  """Global pooling (features and pooled vector), then the classifier."""
+  return max(_numel(last) + last[2], last[2] + num_classes)
+
+
 def macro_peak_elements(arch: MacroArchitecture) -> int:
   shapes = arch.shapes()
-  peak = 0
-  for i, layer in enumerate(arch.layers):
-    inp, out = _numel(shapes[i]), _numel(shapes[i + 1])
-    live = inp + out
-    if layer.kind == "dwsep":  # input -> depthwise intermediate -> output
-      mid = _numel(_down(shapes[i], layer.stride, shapes[i][2]))
-      live = max(inp + mid, mid + out)
-    peak = max(peak, live)
-  c = shapes[-1][2]
-  return max(peak, _numel(shapes[-1]) + c, c + arch.num_classes)
+  peak = max(
+    (
+      layer_live_elements(layer, shapes[i], shapes[i + 1])
+      for i, layer in enumerate(arch.layers)
+    ),
+    default=0,
+  )
+  return max(peak, head_live_elements(shapes[-1], arch.num_classes))
 
 
 # --- NAS-Bench-201 ----------------------------------------------------------------------
@@ -303,7 +316,7 @@ def nb201_units(
         else:
           units.append(_free(name, op, shape, shape))
   units.append(_free("last_bn", "bn", shape, shape, params=2 * c))
-  units.append(_classifier(c, arch.num_classes, weight_bits))
+  units.append(classifier_cost(c, arch.num_classes, weight_bits))
   return units
 
 

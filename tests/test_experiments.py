@@ -2,8 +2,11 @@
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import ml_collections
@@ -150,3 +153,73 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
   bad = cmd + ["--config.weight_bits=8"]
   proc = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode != 0 and "weight_bits" in proc.stderr
+
+
+def test_a_bad_budget_is_one_line_and_leaves_nothing_behind(tmp_path):
+  workdir = tmp_path / "search"
+  cmd = search_command(tmp_path, workdir) + ["--config.budget.model_size_bits=100"]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+  assert len(lines) == 1 and "Traceback" not in proc.stderr
+  assert (
+    "budget.model_size_bits=100" in lines[0] and "smallest model_size_bits" in lines[0]
+  )
+  assert not workdir.exists()
+
+
+def test_a_search_killed_at_random_moments_resumes_to_the_same_records(
+  tmp_path, fake_fashion_mnist
+):
+  """SIGKILL the real entry point three times at random moments (each once the history
+  has grown, after a random delay) and resume: the records equal those of an
+  uninterrupted run, in order, with contiguous indices and no architecture evaluated
+  twice."""
+  fake_fashion_mnist(tmp_path, n_train=400, n_test=50)
+  extra = ["--config.num_evaluations=7", "--config.num_final=0"]
+  whole = tmp_path / "whole"
+  proc = subprocess.run(
+    search_command(tmp_path, whole) + extra,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+  killed = tmp_path / "killed"
+  cmd = search_command(tmp_path, killed) + extra
+  history = killed / "history.jsonl"
+
+  def lines():
+    return len(history.read_text().splitlines()) if history.exists() else 0
+
+  rng = random.Random(0)
+  kills = 0
+  for _ in range(3):
+    before = lines()
+    p = subprocess.Popen(
+      cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 600
+    while p.poll() is None and lines() == before and time.monotonic() < deadline:
+      time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 2.0))
+    if p.poll() is None:
+      p.send_signal(signal.SIGKILL)
+      kills += 1
+    p.wait()
+  assert kills >= 2, "the search finished before it could be killed"
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+  def records(workdir):
+    rows = [json.loads(x) for x in (workdir / "history.jsonl").read_text().splitlines()]
+    keys = ("index", "arch", "status", "objective", "source", "seed", "duplicate_of")
+    return [tuple(r[k] for k in keys) for r in rows]
+
+  uninterrupted, resumed = records(whole), records(killed)
+  assert resumed == uninterrupted
+  assert [r[0] for r in resumed] == list(range(len(resumed)))
+  evaluated = [r[1] for r in resumed if r[2] in ("ok", "failed")]
+  assert len(evaluated) == len(set(evaluated)) == 7

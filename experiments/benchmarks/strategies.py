@@ -11,6 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nasq.runs import compare
+from nasq.runs.config import run_main
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/bench_nb201.py", "Benchmark configuration file."
@@ -22,7 +23,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  compare.compare_strategies(_CONFIG.value, _WORKDIR.value)
+  run_main(compare.compare_strategies, _CONFIG.value, _WORKDIR.value)
   print(open(f"{_WORKDIR.value}/table.md").read())
 
 

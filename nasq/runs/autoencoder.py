@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from nasq import autoencoder as ae_lib
-from nasq.runs.config import from_config, space_from_config, to_config
+from nasq.runs.config import from_config, space_from_config, to_config, user_errors
 from nasq.spaces import make_space, space_config
 
 
@@ -100,11 +100,13 @@ def train_and_report(config: ml_collections.ConfigDict, workdir: str | Path) -> 
 
   Writes ``workdir/autoencoder_report.json`` and ``workdir/latent.png``.
   """
+  with user_errors():
+    space = make_space(space_from_config(config.space))
+    ae_config = from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder")
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  space = make_space(space_from_config(config.space))
-  ae_config = from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder")
-  ae = ae_lib.load_or_train(space, ae_config, config.cache_dir)
+  with user_errors():  # a cached autoencoder of another space or format
+    ae = ae_lib.load_or_train(space, ae_config, config.cache_dir)
   _, holdout = ae_lib.training_data(
     space, ae.config, np.random.default_rng(ae.config.seed)
   )

@@ -28,7 +28,7 @@ from nasq import evaluators, executors, strategies
 from nasq.costs import Budget, compute_costs
 from nasq.history import History
 from nasq.loop import run_strategy
-from nasq.runs.config import from_config, space_from_config, to_config
+from nasq.runs.config import from_config, space_from_config, to_config, user_errors
 from nasq.spaces import SearchSpace, make_space, space_config
 
 CHECKPOINTS = (10, 25, 50, 100, 150)
@@ -181,19 +181,25 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict
 
 def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   """Runs the comparison and writes results.json, table.md and curves_<setting>.png."""
-  unknown = [s for s in config.settings if s not in SETTINGS]
-  if unknown:
-    raise ValueError(f"settings must be among {list(SETTINGS)}, got {unknown}")
+  with user_errors():
+    unknown = [s for s in config.settings if s not in SETTINGS]
+    if unknown:
+      raise ValueError(f"settings must be among {list(SETTINGS)}, got {unknown}")
+    unknown = [s for s in config.strategies_to_run if s not in strategies.STRATEGIES]
+    if unknown:
+      raise ValueError(
+        f"strategies_to_run must be among {list(strategies.STRATEGIES)}, got {unknown}"
+      )
+    space = make_space(space_from_config(config.space))
+    table_eval = make_table(config, space)
+    from_config(strategies.StrategySettings, config.strategy_config, "strategy_config")
+    from_config(executors.ExecutorConfig, config.executor, "executor")
+    ae_config = from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder")
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  space = make_space(space_from_config(config.space))
-  table_eval = make_table(config, space)
   if "latent_bo" in config.strategies_to_run:  # train (or load) once, before the workers
-    ae_lib.load_or_train(
-      space,
-      from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder"),
-      config.cache_dir,
-    )
+    with user_errors():
+      ae_lib.load_or_train(space, ae_config, config.cache_dir)
   start = time.perf_counter()
   results = run_all(config, workdir)
   wall = time.perf_counter() - start

@@ -9,13 +9,17 @@ field is an error naming it before anything runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sys
 import types
 import typing
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import ml_collections
 
+from nasq.executors import ExecutorError
 from nasq.spaces import SPACE_CONFIGS, SpaceConfig
 
 T = TypeVar("T")
@@ -68,4 +72,39 @@ def space_from_config(section: ml_collections.ConfigDict) -> SpaceConfig:
   return from_config(SPACE_CONFIGS[section.name], section, "space")
 
 
-__all__ = ["from_config", "space_from_config", "to_config"]
+class ConfigError(ValueError):
+  """Something the user must fix: a config field, a budget, a workdir, missing data.
+  An entry point prints it as one line, without a traceback."""
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+  """Re-raises, as ``ConfigError``, the errors a driver's checks raise for bad input:
+  ``ValueError`` (each names its field and the accepted values), a missing file or
+  dataset, an unreachable or too small cluster."""
+  try:
+    yield
+  except ConfigError:
+    raise
+  except (ValueError, FileNotFoundError, ExecutorError) as e:
+    raise ConfigError(str(e)) from e
+
+
+def run_main(fn: Callable[..., T], *args: Any) -> T:
+  """``fn(*args)`` for an entry point: a ``ConfigError`` ends the process with its
+  message on one line and exit status 2; any other exception keeps its traceback."""
+  try:
+    return fn(*args)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
+
+
+__all__ = [
+  "ConfigError",
+  "from_config",
+  "run_main",
+  "space_from_config",
+  "to_config",
+  "user_errors",
+]

@@ -27,10 +27,11 @@ from nasq import data as data_lib
 from nasq import evaluators, executors, report, strategies
 from nasq import train as train_lib
 from nasq.costs import Budget
+from nasq.feasibility import check_budget
 from nasq.history import STATUS_DUPLICATE, STATUS_INFEASIBLE, STATUS_OK, History, Record
 from nasq.loop import run_strategy
 from nasq.quant import QuantConfig, check_bits
-from nasq.runs.config import from_config, space_from_config, to_config
+from nasq.runs.config import from_config, space_from_config, to_config, user_errors
 from nasq.spaces import SearchSpace, SpaceConfig, make_space, space_config
 
 logger = logging.getLogger(__name__)
@@ -124,24 +125,34 @@ def _check_dataset(space: SearchSpace, dataset: data_lib.Dataset) -> None:
 
 
 def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-  """Runs (or resumes) the configured search; returns the report's summary."""
-  settings = SearchSettings.from_config(config)
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  _check_workdir_config(workdir, config)
-  budget = settings.budget
-  space = make_space(settings.space)
-  history = History.open(workdir)
+  """Runs (or resumes) the configured search; returns the report's summary.
+
+  Everything the user must fix (a config field, a budget no architecture meets, a workdir
+  holding another search, missing data, an unreachable cluster) is a ``ConfigError``
+  raised before anything is trained, and before the workdir is touched where it can be.
+  """
+  with user_errors():
+    settings = SearchSettings.from_config(config)
+    budget = settings.budget
+    space = make_space(settings.space)
+    check_budget(
+      space, budget, config.weight_bits, config.activation_bits, config.num_evaluations
+    )
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _check_workdir_config(workdir, config)
+    history = History.open(workdir)
+    dataset = data_lib.load_dataset(settings.data)
+    _check_dataset(space, dataset)
   if len(history):
     print(f"resuming: {history.num_evaluated()} evaluations already in {history.path}")
 
   ae = None
   if config.strategy == "latent_bo":
-    ae = ae_lib.load_or_train(
-      space, settings.autoencoder, config.cache_dir, progress=config.progress
-    )
-  dataset = data_lib.load_dataset(settings.data)
-  _check_dataset(space, dataset)
+    with user_errors():  # a cached autoencoder of another space or format
+      ae = ae_lib.load_or_train(
+        space, settings.autoencoder, config.cache_dir, progress=config.progress
+      )
   writer = SummaryWriter(str(workdir / "tensorboard"))
   curve_step = {"n": 0}
 
@@ -156,13 +167,17 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
   )
   # Ray workers build their own evaluator (loading the dataset there); per-epoch
   # TensorBoard curves are written for local evaluations only.
-  executor = executors.make_executor(
-    settings.executor,
-    evaluate=evaluate,
-    factory=functools.partial(
-      evaluators.build_qat_evaluator, settings.data, settings.train, settings.quantization
-    ),
-  )
+  with user_errors():
+    executor = executors.make_executor(
+      settings.executor,
+      evaluate=evaluate,
+      factory=functools.partial(
+        evaluators.build_qat_evaluator,
+        settings.data,
+        settings.train,
+        settings.quantization,
+      ),
+    )
   ctx = strategies.SearchContext(
     space, budget, config.weight_bits, config.activation_bits, history, ae
   )

@@ -13,7 +13,7 @@ from nasq import data as data_lib
 from nasq import report
 from nasq import train as train_lib
 from nasq.quant import QuantConfig
-from nasq.runs.config import from_config, space_from_config, to_config
+from nasq.runs.config import from_config, space_from_config, to_config, user_errors
 from nasq.spaces import Architecture, make_space, space_config
 from nasq.spaces.macro import REFERENCE_NETWORKS, space_for_string
 
@@ -50,9 +50,13 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Trai
   line per epoch), ``result.json`` and, if training succeeded, an orbax checkpoint of
   the final variables under ``checkpoint/``.
   """
+  with user_errors():
+    arch = resolve_architecture(config)
+    quant = QuantConfig(config.weight_bits, config.activation_bits)
+    data_config = from_config(data_lib.DataConfig, config.data, "data")
+    train_config = from_config(train_lib.TrainConfig, config.train, "train")
+    dataset = data_lib.load_dataset(data_config)
   os.makedirs(workdir, exist_ok=True)
-  arch = resolve_architecture(config)
-  quant = QuantConfig(config.weight_bits, config.activation_bits)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json(indent=1))
   costs = costs_lib.compute_costs(arch, quant.weight_bits, quant.activation_bits)
@@ -60,8 +64,6 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Trai
     f.write(report.costs_table(arch, costs))
   print(f"architecture: {arch.to_string()}")
   print(f"costs at {quant.weight_bits}-bit weights: {costs.summary()}")
-  dataset = data_lib.load_dataset(from_config(data_lib.DataConfig, config.data, "data"))
-  train_config = from_config(train_lib.TrainConfig, config.train, "train")
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   with open(metrics_path, "w") as metrics_file:
 

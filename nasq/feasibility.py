@@ -1,0 +1,139 @@
+"""What a whole space can reach: the smallest value of each cost over every architecture,
+and the refusal of budgets no architecture (or too few) can meet, before any search.
+
+Exact and fast: the macro space's costs add up (or, for peak memory, take a maximum)
+layer by layer along its automaton, so the minima are shortest paths through it;
+NAS-Bench-201's 15,625 cells are enumerated.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from nasq.costs import (
+  BUDGET_FIELDS,
+  FLOAT_BITS,
+  Budget,
+  classifier_cost,
+  compute_costs,
+  head_live_elements,
+  layer_live_elements,
+  macro_units,
+)
+from nasq.spaces import MacroSpace, SearchSpace
+
+
+class ImpossibleBudgetError(ValueError):
+  """No architecture of the space fits the budget, or fewer than the search needs."""
+
+
+def minimum_costs(
+  space: SearchSpace, weight_bits: int = FLOAT_BITS, activation_bits: int = 8
+) -> dict[str, float]:
+  """The smallest value each budgeted cost takes over the whole space, each minimized on
+  its own: exact, from the space's rules alone (no sampling)."""
+  if isinstance(space, MacroSpace):
+    return dict(_macro_minimum_costs(space, weight_bits, activation_bits))
+  summaries = _all_summaries(space, weight_bits, activation_bits)
+  return {f: float(min(c[f] for c in summaries)) for f in BUDGET_FIELDS}
+
+
+@functools.cache
+def _macro_minimum_costs(
+  space: MacroSpace, weight_bits: int, activation_bits: int
+) -> tuple[tuple[str, float], ...]:
+  """Shortest paths through the space's automaton: params, MACs and model size add up
+  layer by layer (the classifier charged to the option that closes the network); peak
+  activation memory is the largest layer's, so its path cost is a maximum."""
+  a = space.automaton
+  additive = np.zeros((3,) + a.option_valid.shape)  # params, MACs, size bits
+  peak = np.zeros(a.option_valid.shape)
+  last = a.num_blocks - 1
+  for s, key in enumerate(a.state_keys):
+    if key is None:  # ended: padding costs nothing
+      continue
+    for o in np.flatnonzero(a.option_valid[s]):
+      t = a.options[s, o]
+      units, live = [], 0
+      if t[0] != 0:
+        arch = space.decode_layer(t, key)
+        layer_units = macro_units(arch, weight_bits)
+        units.append(layer_units[0])
+        live = layer_live_elements(arch.layers[0], key, arch.shapes()[1])
+        key_after = arch.shapes()[1]
+      else:
+        key_after = key
+      if t[0] == 0 or a.state_block[s] == last:  # this option closes the network
+        units.append(classifier_cost(key_after[2], space.num_classes, weight_bits))
+        live = max(live, head_live_elements(key_after, space.num_classes))
+      additive[:, s, o] = (
+        sum(u.params for u in units),
+        sum(u.macs for u in units),
+        sum(u.model_size_bits for u in units),
+      )
+      peak[s, o] = live
+  best_add = np.zeros((3, a.num_states))
+  best_peak = np.zeros(a.num_states)
+  for b in range(last, -1, -1):
+    for s in np.flatnonzero(a.state_block == b):
+      ok = np.flatnonzero(a.option_valid[s])
+      nxt = a.next_state[s, ok]
+      after_add = best_add[:, nxt] if b < last else 0.0
+      after_peak = best_peak[nxt] if b < last else 0.0
+      best_add[:, s] = (additive[:, s, ok] + after_add).min(axis=1)
+      best_peak[s] = np.maximum(peak[s, ok], after_peak).min()
+  start = a.start
+  return (
+    ("params", float(best_add[0, start])),
+    ("macs", float(best_add[1, start])),
+    ("model_size_bits", float(best_add[2, start])),
+    ("peak_activation_bytes", float(math.ceil(best_peak[start] * activation_bits / 8))),
+  )
+
+
+@functools.cache
+def _all_summaries(space: SearchSpace, weight_bits: int, activation_bits: int):
+  return [
+    compute_costs(a, weight_bits, activation_bits).summary()
+    for a in space.all_architectures()
+  ]
+
+
+def check_budget(
+  space: SearchSpace,
+  budget: Budget,
+  weight_bits: int,
+  activation_bits: int = 8,
+  num_needed: int = 1,
+) -> None:
+  """Refuses, before anything is sampled or trained, a budget that no architecture of
+  the space meets (each bound against the smallest value the space can reach), or, for a
+  space small enough to enumerate, one that fewer than ``num_needed`` architectures meet.
+
+  Raises:
+    ImpossibleBudgetError: naming the budget field and the smallest achievable value.
+  """
+  smallest = minimum_costs(space, weight_bits, activation_bits)
+  for field in BUDGET_FIELDS:
+    limit = getattr(budget, field)
+    if limit is not None and smallest[field] > limit:
+      raise ImpossibleBudgetError(
+        f"budget.{field}={limit:g} is below the smallest {field} of any architecture "
+        f"of the {space.name} space ({smallest[field]:g} at {weight_bits}-bit weights, "
+        f"{activation_bits}-bit activations): no architecture fits; raise "
+        f"budget.{field} to at least {smallest[field]:g} or change the space"
+      )
+  if hasattr(space, "all_architectures"):
+    fits = sum(
+      budget.fits(c) for c in _all_summaries(space, weight_bits, activation_bits)
+    )
+    if fits < num_needed:
+      raise ImpossibleBudgetError(
+        f"only {fits} architectures of the {space.name} space fit the budget "
+        f"({'; '.join(f'{f} <= {getattr(budget, f):g}' for f in BUDGET_FIELDS if getattr(budget, f) is not None)}), "
+        f"and the search asks for {num_needed} evaluations: loosen the budget or "
+        f"lower num_evaluations"
+      )
