@@ -57,18 +57,15 @@ def _macro_minimum_costs(
       continue
     for o in np.flatnonzero(a.option_valid[s]):
       t = a.options[s, o]
-      units, live = [], 0
+      units, live, out = [], 0, key  # out: the shape after this option
       if t[0] != 0:
         arch = space.decode_layer(t, key)
-        layer_units = macro_units(arch, weight_bits)
-        units.append(layer_units[0])
-        live = layer_live_elements(arch.layers[0], key, arch.shapes()[1])
-        key_after = arch.shapes()[1]
-      else:
-        key_after = key
+        out = arch.shapes()[1]
+        units.append(macro_units(arch, weight_bits)[0])
+        live = layer_live_elements(arch.layers[0], key, out)
       if t[0] == 0 or a.state_block[s] == last:  # this option closes the network
-        units.append(classifier_cost(key_after[2], space.num_classes, weight_bits))
-        live = max(live, head_live_elements(key_after, space.num_classes))
+        units.append(classifier_cost(out[2], space.num_classes, weight_bits))
+        live = max(live, head_live_elements(out, space.num_classes))
       additive[:, s, o] = (
         sum(u.params for u in units),
         sum(u.macs for u in units),
