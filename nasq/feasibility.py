@@ -37,7 +37,7 @@ def minimum_costs(
   its own: exact, from the space's rules alone (no sampling)."""
   if isinstance(space, MacroSpace):
     return dict(_macro_minimum_costs(space, weight_bits, activation_bits))
-  summaries = _all_summaries(space, weight_bits, activation_bits)
+  summaries = all_costs(space, weight_bits, activation_bits)
   return {f: float(min(c[f] for c in summaries)) for f in BUDGET_FIELDS}
 
 
@@ -92,7 +92,10 @@ def _macro_minimum_costs(
 
 
 @functools.cache
-def _all_summaries(space: SearchSpace, weight_bits: int, activation_bits: int):
+def all_costs(
+  space: SearchSpace, weight_bits: int = FLOAT_BITS, activation_bits: int = 8
+) -> list[dict[str, int]]:
+  """The cost summary of every architecture of an enumerable space (cached per space)."""
   return [
     compute_costs(a, weight_bits, activation_bits).summary()
     for a in space.all_architectures()
@@ -124,9 +127,7 @@ def check_budget(
         f"budget.{field} to at least {smallest[field]:g} or change the space"
       )
   if hasattr(space, "all_architectures"):
-    fits = sum(
-      budget.fits(c) for c in _all_summaries(space, weight_bits, activation_bits)
-    )
+    fits = sum(budget.fits(c) for c in all_costs(space, weight_bits, activation_bits))
     if fits < num_needed:
       raise ImpossibleBudgetError(
         f"only {fits} architectures of the {space.name} space fit the budget "

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from nasq import autoencoder as ae_lib
 from nasq import evaluators, executors, strategies
 from nasq.costs import Budget, compute_costs
+from nasq.feasibility import all_costs
 from nasq.history import History
 from nasq.loop import run_strategy
 from nasq.runs.config import from_config, space_from_config, to_config, user_errors
@@ -66,7 +67,7 @@ def _setting_budget(
   if setting == "unconstrained":
     return Budget()
   if setting == "budget":
-    largest = max(compute_costs(a).params for a in space.all_architectures())
+    largest = max(c["params"] for c in all_costs(space))  # cached per space
     return Budget(params=config.params_budget_fraction * largest)
   raise ValueError(f"settings must be among {list(SETTINGS)}, got {setting!r}")
 
