@@ -8,6 +8,9 @@
 * ``log_eic``: expected improvement with constraints (Gardner et al. 2014),
   ``log EI + sum_j log PoF_j``; when nothing feasible has been observed yet it is
   ``sum_j log PoF_j`` alone (find a feasible point first).
+* ``fit_posteriors``, ``gp_log_eic``: the one GP fit and the one acquisition every BO
+  path uses (latent BO ranks decoded candidates with it; ``constrained_bo_step`` ascends
+  it).
 * ``optimize``: many jitted, vmapped gradient ascents from prior samples and perturbations
   of the best points, returning candidates best first.
 """
@@ -17,10 +20,11 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.scipy.special import erfcx, log_ndtr
 
@@ -158,9 +162,85 @@ def optimize(
   return points[order], values[order]
 
 
-def _gp_log_eic(kernel: str, z: Array, aux: PyTree) -> Array:
-  """log EIC with GPs for the objective and every constraint (hyperparameter samples
-  averaged); used by ``constrained_bo_step``."""
+class Fit(NamedTuple):
+  """GP hyperparameter samples (one for MAP) and the posteriors conditioned on them."""
+
+  samples: gp.GPParams  # leading axis: samples
+  posts: gp.Posterior  # leading axis: samples
+
+
+@functools.partial(jax.jit, static_argnames="kernel")
+def condition_samples(
+  kernel: str, samples: gp.GPParams, x: Array, ys: Array, mask: Array
+) -> gp.Posterior:
+  """Posteriors for every hyperparameter sample; ``ys`` [n] or one row per sample."""
+  ys = jnp.broadcast_to(ys, (jax.tree.leaves(samples)[0].shape[0], x.shape[0]))
+  return jax.vmap(functools.partial(gp.condition, kernel), in_axes=(0, None, 0, None))(
+    samples, x, ys, mask
+  )
+
+
+@functools.partial(jax.jit, static_argnames="kernel")
+def _predict_samples(kernel: str, posts: gp.Posterior, xq: Array) -> tuple[Array, Array]:
+  return jax.vmap(lambda p: gp.predict(kernel, p, xq))(posts)
+
+
+def predict_samples(kernel: str, posts: gp.Posterior, xq: Array) -> tuple[Array, Array]:
+  """Mean and variance [samples, m] at ``xq`` [m, d] under every posterior (``xq``
+  padded to a multiple of 32 rows, so varying m shares compiled programs)."""
+  xq = np.asarray(xq, np.float32)
+  m = xq.shape[0]
+  size = max(32, -(-m // 32) * 32)
+  padded = np.concatenate([xq, np.zeros((size - m, xq.shape[1]), np.float32)])
+  mean, var = _predict_samples(kernel, posts, jnp.asarray(padded))
+  return mean[:, :m], var[:, :m]
+
+
+def fit_posteriors(
+  kernel: str,
+  x: Array,
+  ys: Array,
+  key: PRNGKey,
+  mask: Array | None = None,
+  *,
+  method: str = "map",
+  init: gp.GPParams | None = None,
+  map_restarts: int = 4,
+  map_steps: int = 200,
+  nuts_warmup: int = 200,
+  nuts_samples: int = 200,
+  nuts_kept: int = 16,
+) -> Fit:
+  """Fits GP hyperparameters to standardized ``ys`` (MAP from restarts, warm-started at
+  ``init`` if given, or NUTS samples) and conditions on the data. The one fit every BO
+  path uses (latent BO and ``constrained_bo_step``)."""
+  x = jnp.asarray(x, jnp.float32)
+  mask = jnp.ones(x.shape[0], jnp.float32) if mask is None else jnp.asarray(mask)
+  if method == "nuts":
+    samples = gp_numpyro.fit_nuts(
+      kernel,
+      x,
+      ys,
+      key,
+      mask,
+      num_warmup=nuts_warmup,
+      num_samples=nuts_samples,
+      num_kept=nuts_kept,
+    )
+  else:
+    params = gp.fit_map(
+      kernel, x, ys, key, mask, init, num_restarts=map_restarts, steps=map_steps
+    )
+    samples = jax.tree.map(lambda v: v[None], params)
+  return Fit(samples, condition_samples(kernel, samples, x, ys, mask))
+
+
+def gp_log_eic(kernel: str, z: Array, aux: PyTree) -> Array:
+  """log EIC at one point ``z`` [d]: log EI of the objective GP plus the log PoF of a GP
+  per constraint (none: plain log EI), each averaged over hyperparameter samples.
+
+  ``aux``: ``objective`` (posteriors), ``best`` (incumbent, standardized),
+  ``feasible_observed``, ``constraints`` (a list of posteriors) and ``limits``."""
 
   def predict(posts):
     mean, var = jax.vmap(lambda p: gp.predict(kernel, p, z[None]))(posts)
@@ -173,11 +253,18 @@ def _gp_log_eic(kernel: str, z: Array, aux: PyTree) -> Array:
     log_pof.append(log_probability_of_feasibility(cm, cs, limit))
   log_pof = jnp.stack(log_pof, -1) if log_pof else jnp.zeros((mean.shape[0], 0))
   per_sample = log_eic(mean, std, aux["best"], log_pof, aux["feasible_observed"])
+  # Average the acquisition (not its log) over hyperparameter samples.
   return jax.nn.logsumexp(per_sample) - jnp.log(per_sample.shape[0])
 
 
 # One function object per kernel, so ``optimize`` compiles once per kernel and shape.
-_GP_LOG_EIC = {k: functools.partial(_gp_log_eic, k) for k in ("matern52", "rbf")}
+GP_LOG_EIC = {k: functools.partial(gp_log_eic, k) for k in gp.KERNELS}
+
+
+@functools.partial(jax.jit, static_argnames="kernel")
+def batch_log_eic(kernel: str, z: Array, aux: PyTree) -> Array:
+  """``gp_log_eic`` at every row of ``z`` [m, d]."""
+  return jax.vmap(lambda v: gp_log_eic(kernel, v, aux))(z)
 
 
 def constrained_bo_step(
@@ -204,14 +291,17 @@ def constrained_bo_step(
 
   def fit(values, k):
     ys, mean, std = gp.standardize(jnp.asarray(values, jnp.float32))
-    if hyperparameters == "nuts":
-      params = gp_numpyro.fit_nuts(
-        kernel, x, ys, k, num_warmup=nuts_warmup, num_samples=nuts_samples
-      )
-    else:
-      params = jax.tree.map(lambda v: v[None], gp.fit_map(kernel, x, ys, k))
-    posts = jax.vmap(lambda p: gp.condition(kernel, p, x, ys))(params)
-    return posts, ys, mean, std
+    method = "nuts" if hyperparameters == "nuts" else "map"
+    fitted = fit_posteriors(
+      kernel,
+      x,
+      ys,
+      k,
+      method=method,
+      nuts_warmup=nuts_warmup,
+      nuts_samples=nuts_samples,
+    )
+    return fitted.posts, ys, mean, std
 
   obj_posts, ys, _, _ = fit(y, keys[0])
   con_posts, scaled_limits = [], []
@@ -231,7 +321,7 @@ def constrained_bo_step(
   }
   anchors = x[jnp.argsort(-jnp.where(feasible, ys, -jnp.inf))[:5]]
   points, _ = optimize(
-    _GP_LOG_EIC[kernel],
+    GP_LOG_EIC[kernel],
     aux,
     keys[-1],
     anchors,

@@ -206,27 +206,33 @@ def fit_map(
   y: Array,
   key: PRNGKey,
   mask: Array | None = None,
+  init: GPParams | None = None,
   *,
   num_restarts: int = 4,
   steps: int = 200,
   learning_rate: float = 0.05,
 ) -> GPParams:
   """MAP hyperparameters for standardized y: Adam from ``num_restarts`` starts (the
-  prior's centre, then prior draws), all run at once; the best posterior density wins."""
+  prior's centre, then prior draws), all run at once; the best posterior density wins.
+
+  ``init`` (warm start, e.g. the previous BO step's fit) replaces the centre as the
+  first start; with ``num_restarts=1`` only it is refined."""
   d = x.shape[1]
 
   def neg_log_post(p):
     return -(log_marginal_likelihood(kernel, p, x, y, mask) + log_prior(p))
 
-  centre = default_params(d)
+  centre = default_params(d) if init is None else init
   noise = jax.random.normal(key, (num_restarts, d + 3))
   noise = noise.at[0].set(0.0)
+  base = default_params(d)
   starts = GPParams(
-    centre.log_lengthscale + 0.75 * noise[:, :d],
-    centre.log_amplitude + 0.5 * noise[:, d],
-    centre.log_noise + noise[:, d + 1],
-    centre.mean + 0.2 * noise[:, d + 2],
+    base.log_lengthscale + 0.75 * noise[:, :d],
+    base.log_amplitude + 0.5 * noise[:, d],
+    base.log_noise + noise[:, d + 1],
+    base.mean + 0.2 * noise[:, d + 2],
   )
+  starts = jax.tree.map(lambda s, c: s.at[0].set(c), starts, centre)
   tx = optax.adam(learning_rate)
 
   def run(p0):

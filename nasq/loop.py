@@ -140,7 +140,11 @@ class _Loop:
         arch = ctx.space.decode(tokens)
         costs = ctx.costs(tokens)
         common = dict(
-          source=self.source if use is self.strategy else f"{self.source}/random",
+          source=(
+            f"{self.source}/random"
+            if use is not self.strategy or proposal.fallback
+            else self.source
+          ),
           arch=arch.to_string(),
           tokens=tokens,
           costs=costs,

@@ -92,6 +92,28 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
+def create_state(
+  model: nn.Module, tx: optax.GradientTransformation, input_shape, key: jax.Array
+) -> TrainState:
+  """Initial variables and optimizer state, built by one compiled program.
+
+  Run op by op instead, every new architecture would leave dozens of small compiled
+  programs (one per operation and shape) in JAX's global caches for the rest of the
+  process; a jitted function's programs are freed with the function.
+  """
+
+  def create(k):
+    variables = init_variables(model, input_shape, k)
+    return TrainState.create(
+      apply_fn=model.apply,
+      params=variables["params"],
+      batch_stats=variables["batch_stats"],
+      tx=tx,
+    )
+
+  return jax.jit(create)(key)
+
+
 @dataclasses.dataclass
 class TrainResult:
   """What training one candidate produced. ``status`` is ``ok`` or ``failed``."""
@@ -297,15 +319,7 @@ def train_and_evaluate(
     disable=not config.progress,
   )
   try:
-    variables = init_variables(model, data.input_shape, init_key)
-    state = place_state(
-      TrainState.create(
-        apply_fn=model.apply,
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        tx=tx,
-      )
-    )
+    state = place_state(create_state(model, tx, data.input_shape, init_key))
     for epoch in range(config.epochs):
       loss_sum, acc_sum = jnp.zeros(()), jnp.zeros(())
       for batch in data_lib.train_batches(

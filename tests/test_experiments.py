@@ -116,9 +116,7 @@ def search_command(tmp_path, workdir, strategy="latent_bo"):
     "--config.autoencoder.num_train=3000",
     "--config.autoencoder.num_holdout=100",
     "--config.strategies.map_steps=50",
-    "--config.strategies.num_raw=64",
-    "--config.strategies.num_starts=4",
-    "--config.strategies.ascent_steps=20",
+    "--config.strategies.pool_size=128",
   ]
 
 

@@ -9,7 +9,7 @@ from nasq import evaluators, strategies
 from nasq.history import History
 from nasq.loop import run_strategy
 
-BO = strategies.StrategySettings(map_steps=50, num_raw=128, num_starts=4, ascent_steps=30)
+BO = strategies.StrategySettings(map_steps=50, pool_size=128)
 
 
 @pytest.mark.parametrize("name", ["random", "evolution", "latent_bo"])

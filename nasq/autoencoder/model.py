@@ -340,11 +340,15 @@ class TrainedAutoencoder:
 
 
 def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+  """``fn`` over chunks of ``x``, each padded (repeating its last row) to ``batch_size``
+  or, for smaller inputs, to the next power of two from 16: a handful of compiled
+  shapes whatever the sizes asked for."""
   outs = []
   for i in range(0, len(x), batch_size):
     chunk = x[i : i + batch_size]
-    pad = batch_size - len(chunk) if len(x) > batch_size else 0
-    if pad:  # keep one compiled shape
+    size = min(batch_size, max(16, 1 << (len(chunk) - 1).bit_length()))
+    pad = size - len(chunk)
+    if pad:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
     out = np.asarray(fn(jnp.asarray(chunk)))
     outs.append(out[: len(out) - pad])

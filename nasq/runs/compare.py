@@ -10,6 +10,7 @@ own history under the workdir, so an interrupted benchmark resumes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 
 from nasq import autoencoder as ae_lib
 from nasq import evaluators, executors, strategies
-from nasq.costs import Budget, compute_costs
+from nasq.costs import Budget
 from nasq.feasibility import all_costs
 from nasq.history import History
 from nasq.loop import run_strategy
@@ -33,7 +34,8 @@ from nasq.runs.config import from_config, space_from_config, to_config, user_err
 from nasq.spaces import SearchSpace, make_space, space_config
 
 CHECKPOINTS = (10, 25, 50, 100, 150)
-SETTINGS = ("unconstrained", "budget")
+SETTINGS = ("unconstrained", "params_0.5", "params_0.25", "macs_0.5")
+SETTING_COSTS = ("params", "macs")
 
 
 def make_evaluator(
@@ -64,12 +66,51 @@ def make_table(
 def _setting_budget(
   config: ml_collections.ConfigDict, space: SearchSpace, setting: str
 ) -> Budget:
+  """``unconstrained``, or ``<cost>_<fraction>``: ``cost`` (params or macs) at most
+  ``fraction`` of the largest architecture's in the space (e.g. ``params_0.25``)."""
   if setting == "unconstrained":
     return Budget()
-  if setting == "budget":
-    largest = max(c["params"] for c in all_costs(space))  # cached per space
-    return Budget(params=config.params_budget_fraction * largest)
-  raise ValueError(f"settings must be among {list(SETTINGS)}, got {setting!r}")
+  cost, _, fraction = setting.rpartition("_")
+  try:
+    value = float(fraction)
+  except ValueError:
+    value = -1.0
+  if cost not in SETTING_COSTS or not 0 < value <= 1:
+    raise ValueError(
+      f"settings must be 'unconstrained' or '<cost>_<fraction>' with cost in "
+      f"{list(SETTING_COSTS)} and 0 < fraction <= 1 (e.g. 'params_0.5'), got {setting!r}"
+    )
+  largest = max(c[cost] for c in all_costs(space))  # cached per space
+  return Budget(**{cost: value * largest})
+
+
+def _strategy_settings(
+  config: ml_collections.ConfigDict, name: str
+) -> tuple[str, strategies.StrategySettings]:
+  """(base strategy, settings) of a strategy or a configured variant (``variants``:
+  name -> {"strategy": base, field: value, ...} overriding ``strategy_config``)."""
+  settings = from_config(
+    strategies.StrategySettings, config.strategy_config, "strategy_config"
+  )
+  if name in strategies.STRATEGIES:
+    return name, settings
+  if name not in config.variants:
+    raise ValueError(
+      f"strategies_to_run must be among {list(strategies.STRATEGIES)} or the variants "
+      f"{list(config.variants)}, got {name!r}"
+    )
+  overrides = dict(config.variants[name])
+  base = overrides.pop("strategy", "latent_bo")
+  if base not in strategies.STRATEGIES:
+    raise ValueError(
+      f"variants.{name}.strategy must be one of {list(strategies.STRATEGIES)}, got "
+      f"{base!r}"
+    )
+  fields = {f.name for f in dataclasses.fields(strategies.StrategySettings)}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise ValueError(f"variants.{name}: unknown strategy fields {unknown}")
+  return base, dataclasses.replace(settings, **overrides)
 
 
 # Per process: the evaluator, the autoencoder and each strategy, built once and reused
@@ -92,11 +133,9 @@ def _run_one(args: tuple) -> dict[str, Any]:
   )
   evaluate = _cached(f"evaluator {config_key}", lambda: make_evaluator(config, space))
   budget = _setting_budget(config, space, setting)
-  settings = from_config(
-    strategies.StrategySettings, config.strategy_config, "strategy_config"
-  )
+  base, settings = _strategy_settings(config, name)
   ae = None
-  if name == "latent_bo":
+  if base == "latent_bo":
     ae = _cached(
       f"autoencoder {config_key}",
       lambda: ae_lib.load_or_train(
@@ -122,7 +161,7 @@ def _run_one(args: tuple) -> dict[str, Any]:
     count_all=False,
   )
   strategy = _cached(
-    f"{name} {config_key}", lambda: strategies.make_strategy(name, settings, ae)
+    f"{name} {config_key}", lambda: strategies.make_strategy(base, settings, ae)
   )
   executor = executors.make_executor(
     from_config(executors.ExecutorConfig, config.executor, "executor"),
@@ -146,11 +185,14 @@ def _run_one(args: tuple) -> dict[str, Any]:
     if r.status == "ok" and budget.fits(r.costs):
       best = max(best, r.objective)
     curve.append(best)
+  sources = [r.source for r in ctx.history.evaluated() if r.source != "initial"]
   return {
     "setting": setting,
     "strategy": name,
     "seed": seed,
     "curve": curve,
+    "fallbacks": sum(src.endswith("/random") for src in sources),
+    "proposals": len(sources),
     "rejected": len(ctx.history) - len(ctx.history.evaluated()),
     "seconds": time.perf_counter() - start,
   }
@@ -183,22 +225,16 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict
 def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
   """Runs the comparison and writes results.json, table.md and curves_<setting>.png."""
   with user_errors():
-    unknown = [s for s in config.settings if s not in SETTINGS]
-    if unknown:
-      raise ValueError(f"settings must be among {list(SETTINGS)}, got {unknown}")
-    unknown = [s for s in config.strategies_to_run if s not in strategies.STRATEGIES]
-    if unknown:
-      raise ValueError(
-        f"strategies_to_run must be among {list(strategies.STRATEGIES)}, got {unknown}"
-      )
     space = make_space(space_from_config(config.space))
+    for setting in config.settings:
+      _setting_budget(config, space, setting)
+    bases = {_strategy_settings(config, name)[0] for name in config.strategies_to_run}
     table_eval = make_table(config, space)
-    from_config(strategies.StrategySettings, config.strategy_config, "strategy_config")
     from_config(executors.ExecutorConfig, config.executor, "executor")
     ae_config = from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder")
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if "latent_bo" in config.strategies_to_run:  # train (or load) once, before the workers
+  if "latent_bo" in bases:  # train (or load) once, before the workers
     with user_errors():
       ae_lib.load_or_train(space, ae_config, config.cache_dir)
   start = time.perf_counter()
@@ -214,43 +250,68 @@ def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -
   lines = [f"# Strategy comparison ({config.evaluator}, metric {config.metric})", ""]
   for setting in config.settings:
     budget = _setting_budget(config, space, setting)
-    feasible = (
-      None
-      if budget.params is None
-      else (lambda a, b=budget: compute_costs(a).params <= b.params)
-    )
+    feasible = None
+    if setting != "unconstrained":
+      by_arch = dict(
+        zip(
+          (a.to_string() for a in space.all_architectures()),
+          all_costs(space),
+          strict=True,
+        )
+      )
+      feasible = lambda a, b=budget, c=by_arch: b.fits(c[a.to_string()])  # noqa: E731
     best_arch, best_value = table_eval.best(feasible)
     rows = {}
+    k = min(100, config.num_queries)
+    marks = [c for c in CHECKPOINTS if c <= config.num_queries]
     lines += [
       f"## {setting} (table best feasible: {best_value:.3f}, `{best_arch}`)",
       "",
       "| strategy | "
-      + " | ".join(f"best @{c}" for c in CHECKPOINTS if c <= config.num_queries)
-      + f" | regret @{min(100, config.num_queries)} | found best |",
-      "|---|" + "---|" * (len([c for c in CHECKPOINTS if c <= config.num_queries]) + 2),
+      + " | ".join(f"best @{c}" for c in marks)
+      + f" | regret @{k} | found best | fallbacks | vs evolution @{k} (W/T/L) |",
+      "|---|" + "---|" * (len(marks) + 4),
     ]
-    for name in config.strategies_to_run:
-      curves = np.array(
-        [r["curve"] for r in results if r["setting"] == setting and r["strategy"] == name]
+
+    def runs(name, setting=setting):
+      return sorted(
+        (r for r in results if r["setting"] == setting and r["strategy"] == name),
+        key=lambda r: r["seed"],
       )
+
+    for name in config.strategies_to_run:
+      curves = np.array([r["curve"] for r in runs(name)])
+      fallbacks = sum(r["fallbacks"] for r in runs(name))
+      proposals = max(1, sum(r["proposals"] for r in runs(name)))
+      paired = ""
+      if name != "evolution" and "evolution" in config.strategies_to_run:
+        other = np.array([r["curve"][k - 1] for r in runs("evolution")])
+        mine = curves[:, k - 1]
+        paired = (
+          f"{int(np.sum(mine > other + 1e-9))}/{int(np.sum(np.isclose(mine, other)))}/"
+          f"{int(np.sum(mine < other - 1e-9))}"
+        )
       at = {
         c: (float(curves[:, c - 1].mean()), float(curves[:, c - 1].std()))
         for c in CHECKPOINTS
         if c <= config.num_queries
       }
-      k = min(100, config.num_queries)
       regret = best_value - curves[:, k - 1]
       found = float(np.mean(np.isclose(curves[:, -1], best_value)))
       rows[name] = {
         "best_at": at,
         "regret_at": {k: (float(regret.mean()), float(regret.std()))},
         "found_best_fraction": found,
+        "fallback_fraction": fallbacks / proposals,
+        "wins_ties_losses_vs_evolution": paired,
+        "seeds": len(curves),
         "mean_curve": curves.mean(0).tolist(),
       }
       lines.append(
         f"| {name} | "
         + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in at.values())
-        + f" | {regret.mean():.3f} ± {regret.std():.3f} | {found:.0%} |"
+        + f" | {regret.mean():.3f} ± {regret.std():.3f} | {found:.0%} "
+        f"| {fallbacks / proposals:.1%} | {paired or '-'} |"
       )
     lines.append("")
     summary["settings"][setting] = {"table_best": best_value, "strategies": rows}
@@ -294,8 +355,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.table_path = ""
   c.metric = "qat_accuracy"  # Column of the table to maximize.
   c.strategies_to_run = ("latent_bo", "random", "evolution")
-  c.settings = ("unconstrained", "budget")
-  c.params_budget_fraction = 0.5  # budget setting: at most this x the largest cell
+  # "unconstrained" or "<params|macs>_<fraction>": at most that fraction of the largest
+  # cell's parameters or MACs.
+  c.settings = SETTINGS
   c.num_seeds = 20
   c.num_queries = 150
   c.num_initial = 10
@@ -304,9 +366,17 @@ def default_config() -> ml_collections.ConfigDict:
   # Evaluations in flight after the initial design (local: simulated workers, so batch
   # BO can be compared with sequential BO at equal evaluation counts).
   c.executor = to_config(executors.ExecutorConfig())
-  c.strategy_config = to_config(
-    strategies.StrategySettings(map_steps=100, num_raw=256, num_starts=8, ascent_steps=50)
+  # Variants of a strategy, runnable by name in strategies_to_run (the ablations):
+  # name -> {"strategy": base, <strategy_config field>: value, ...}.
+  c.variants = ml_collections.ConfigDict(
+    {
+      "latent_bo_pof": {"feasibility": "pof"},
+      "latent_bo_no_trust_region": {"trust_region": False},
+      "latent_bo_observed_incumbent": {"incumbent": "observed"},
+      "latent_bo_no_neighbours": {"num_neighbours": 0},
+    }
   )
+  c.strategy_config = to_config(strategies.StrategySettings(map_steps=100))
   c.autoencoder = to_config(ae_lib.AutoencoderConfig(latent_dim=8, steps=2000))
   c.cache_dir = "~/.cache/nasq/autoencoders"
   return c

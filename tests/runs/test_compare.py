@@ -22,14 +22,14 @@ def test_compare_strategies_on_a_generated_table(tmp_path, table_config, nb201_t
   config.autoencoder.steps = 300
   config.autoencoder.hidden = 64
   config.strategy_config.map_steps = 20
-  config.strategy_config.num_raw = 64
-  config.strategy_config.num_starts = 4
-  config.strategy_config.ascent_steps = 20
+  config.strategy_config.pool_size = 128
+  config.settings = ("unconstrained", "params_0.5")
+  config.strategies_to_run = ("latent_bo", "random", "evolution", "latent_bo_pof")
   summary = compare.compare_strategies(config, tmp_path / "bench")
   table = (tmp_path / "bench" / "table.md").read_text()
-  for name in ("latent_bo", "random", "evolution"):
+  for name in ("latent_bo", "random", "evolution", "latent_bo_pof"):
     assert f"| {name} |" in table
-  for setting in ("unconstrained", "budget"):
+  for setting in ("unconstrained", "params_0.5"):
     assert (tmp_path / "bench" / f"curves_{setting}.png").exists()
     s = summary["settings"][setting]
     for row in s["strategies"].values():
@@ -41,7 +41,7 @@ def test_compare_strategies_on_a_generated_table(tmp_path, table_config, nb201_t
   within = [
     v for k, v in values.items() if compute_costs(space.parse(k)).params <= largest / 2
   ]
-  assert summary["settings"]["budget"]["table_best"] == pytest.approx(max(within))
+  assert summary["settings"]["params_0.5"]["table_best"] == pytest.approx(max(within))
   assert summary["settings"]["unconstrained"]["table_best"] == pytest.approx(
     max(values.values())
   )
@@ -59,6 +59,10 @@ def test_unknown_settings_and_evaluators_are_named(tmp_path, table_config):
     compare.make_table(config)
   config = table_config()
   config.settings = ("latency",)
-  with pytest.raises(ValueError, match="settings must be among"):
+  with pytest.raises(ValueError, match="settings must be 'unconstrained' or"):
+    compare.compare_strategies(config, tmp_path / "bench")
+  config = table_config()
+  config.strategies_to_run = ("latent_bo_fast",)
+  with pytest.raises(ValueError, match="or the variants"):
     compare.compare_strategies(config, tmp_path / "bench")
   assert not (tmp_path / "bench").exists()

@@ -1,0 +1,64 @@
+"""Search strategies behind one interface, and the budget they all answer to.
+
+A strategy proposes architectures, best first, given the history; it never trains or
+costs anything itself. The search loop (``nasq.loop.run_strategy``) decodes each
+proposal, computes its exact costs, and trains it only if it fits the ``Budget`` and was
+not evaluated before; every strategy sees the same loop, so comparisons are fair.
+
+* ``latent_bo``: a GP on the latent codes of the evaluated architectures; expected
+  improvement over decoded candidates drawn in a trust region around the best feasible
+  ones, each costed exactly (``LatentBO``).
+* ``random``: uniform over the valid architectures that fit the budget (rejection).
+* ``evolution``: regularized evolution (Real et al. 2019): tournament selection in an
+  aging population, one-token mutations.
+"""
+
+from __future__ import annotations
+
+from nasq.autoencoder import TrainedAutoencoder
+from nasq.costs import Budget
+from nasq.strategies.base import (
+  FEASIBILITY,
+  HYPERPARAMETERS,
+  INCUMBENTS,
+  STRATEGIES,
+  Proposal,
+  SearchContext,
+  Strategy,
+  StrategySettings,
+)
+from nasq.strategies.baselines import RandomSearch, RegularizedEvolution
+from nasq.strategies.latent_bo import LatentBO, TrustRegion, trust_region_from_history
+
+
+def make_strategy(
+  name: str, config: StrategySettings, autoencoder: TrainedAutoencoder | None = None
+) -> Strategy:
+  if name == "random":
+    return RandomSearch(config.random_batch)
+  if name == "evolution":
+    return RegularizedEvolution(config.population_size, config.tournament_size)
+  if name == "latent_bo":
+    if autoencoder is None:
+      raise ValueError("search.strategy latent_bo needs an autoencoder")
+    return LatentBO(config, autoencoder)
+  raise ValueError(f"search.strategy must be one of {list(STRATEGIES)}, got {name!r}")
+
+
+__all__ = [
+  "Budget",
+  "FEASIBILITY",
+  "HYPERPARAMETERS",
+  "INCUMBENTS",
+  "STRATEGIES",
+  "LatentBO",
+  "Proposal",
+  "RandomSearch",
+  "RegularizedEvolution",
+  "SearchContext",
+  "Strategy",
+  "StrategySettings",
+  "TrustRegion",
+  "trust_region_from_history",
+  "make_strategy",
+]

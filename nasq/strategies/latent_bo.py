@@ -1,0 +1,358 @@
+"""Latent-space Bayesian optimization with exact feasibility and a trust region."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasq import acquisition, gp
+from nasq.autoencoder import TrainedAutoencoder
+from nasq.costs import Budget
+from nasq.history import History
+from nasq.strategies.base import (
+  Proposal,
+  SearchContext,
+  StrategySettings,
+  as_fallback,
+  numpy_rng,
+)
+from nasq.strategies.baselines import RandomSearch
+
+Array = jax.Array
+
+_CHUNK = 256  # candidates per acquisition call
+
+
+def _bucket(n: int, size: int = 32) -> int:
+  return max(size, int(math.ceil(n / size)) * size)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrustRegion:
+  """TuRBO's trust region (Eriksson et al. 2019), in the unit cube of normalized codes:
+  its side doubles after ``success_tol`` improvements in a row, halves after
+  ``failure_tol`` failures in a row, and restarts at ``initial`` below ``minimum``."""
+
+  length: float
+  successes: int = 0
+  failures: int = 0
+
+
+def trust_region_from_history(
+  history: History, budget: Budget, source: str, settings: StrategySettings, dim: int
+) -> TrustRegion:
+  """The trust region after replaying every evaluation in order (nothing else is kept,
+  so a resumed search continues with the same region). A proposal of ``source``
+  succeeds when it beats the best feasible objective before it by more than 1e-3 of
+  its magnitude."""
+  failure_tol = settings.tr_failure_tol or max(4, dim)
+  tr = TrustRegion(settings.tr_initial)
+  best = -math.inf
+  for r in history.evaluated():
+    value = r.objective if r.status == "ok" and budget.fits(r.costs) else None
+    if r.source == source:
+      if value is not None and value > best + 1e-3 * abs(best if best > -math.inf else 0):
+        tr = TrustRegion(tr.length, tr.successes + 1, 0)
+      else:
+        tr = TrustRegion(tr.length, 0, tr.failures + 1)
+      if tr.successes >= settings.tr_success_tol:
+        tr = TrustRegion(min(2 * tr.length, settings.tr_maximum))
+      elif tr.failures >= failure_tol:
+        length = tr.length / 2
+        tr = TrustRegion(length if length >= settings.tr_minimum else settings.tr_initial)
+    if value is not None:
+      best = max(best, value)
+  return tr
+
+
+class LatentBO:
+  """GP + expected improvement in the autoencoder's latent space; feasibility exact.
+
+  One step: fit a GP to the evaluated architectures' codes (normalized to the unit
+  cube [-bound, bound]^d -> [0, 1]^d) and objectives; draw ``pool_size`` codes in the
+  trust region around the best feasible architectures (by posterior mean), a few from
+  the prior; decode them all, keep the new architectures whose exact costs fit the
+  budget (a hard mask: nothing else decides feasibility), and rank those by expected
+  improvement at the code each decodes to, over the noise-aware incumbent.
+
+  The GP's hyperparameters get a full fit (``map_restarts`` x ``map_steps``) every
+  ``refit_every`` data points, and ``warm_steps`` from that fit in between; both are
+  functions of the data alone, so a resumed search proposes what an uninterrupted one
+  would. When nothing new and feasible decodes, the step falls back to random search,
+  labelled as such (``Proposal.fallback``).
+  """
+
+  name = "latent_bo"
+
+  def __init__(self, config: StrategySettings, autoencoder: TrainedAutoencoder):
+    self.config = config
+    self.ae = autoencoder
+    self.fallback = RandomSearch()
+    self.kernel = str(config.kernel)
+    self.bound = float(config.latent_bound)
+    self._encode_cache: dict[tuple[int, ...], np.ndarray] = {}
+    # The last full fit, by the data it was fitted to (one strategy may serve many
+    # searches, as in the benchmarks).
+    self._full_fits: dict[bytes, gp.GPParams] = {}
+    self._predict_costs = autoencoder.predict_fn()
+    self._log_pof = jax.jit(
+      jax.vmap(
+        lambda z, spread, budget: jnp.sum(
+          acquisition.log_probability_of_feasibility(
+            self._predict_costs(z), spread, budget
+          )
+        ),
+        in_axes=(0, None, None),
+      )
+    )
+
+  def _latent(self, tokens: tuple[int, ...]) -> np.ndarray:
+    return self._latents([tokens])[0]
+
+  def _latents(self, tokens: list[tuple[int, ...]]) -> np.ndarray:
+    """Codes of ``tokens`` [n, d], encoding the ones not seen before in one batch."""
+    new = list(dict.fromkeys(t for t in tokens if t not in self._encode_cache))
+    if new:
+      for t, z in zip(new, self.ae.encode(np.asarray(new)), strict=True):
+        self._encode_cache[t] = z
+    return np.stack([self._encode_cache[t] for t in tokens])
+
+  def _unit(self, z: np.ndarray) -> np.ndarray:
+    return ((np.asarray(z) + self.bound) / (2 * self.bound)).astype(np.float32)
+
+  def _fit(self, u: np.ndarray, y: np.ndarray) -> acquisition.Fit:
+    """The GP on unit-cube codes ``u`` (padded to a bucket, so sizes share compiled
+    programs), hyperparameters as in the class docstring."""
+    c = self.config
+    n = len(u)
+    m = _bucket(n)
+    mask = np.r_[np.ones(n), np.zeros(m - n)].astype(np.float32)
+    xp = np.concatenate([u, np.zeros((m - n, u.shape[1]), np.float32)])
+    ys, _, _ = gp.standardize(jnp.asarray(np.r_[y, np.zeros(m - n)], jnp.float32), mask)
+    if c.hyperparameters == "nuts":
+      return acquisition.fit_posteriors(
+        self.kernel,
+        xp,
+        ys,
+        jax.random.key(n),
+        mask,
+        method="nuts",
+        nuts_warmup=int(c.nuts_warmup),
+        nuts_samples=int(c.nuts_samples),
+        nuts_kept=int(c.nuts_kept),
+      )
+    anchor = n - n % int(c.refit_every)
+    if anchor < 2:
+      anchor = n
+    data = u[:anchor].tobytes() + np.asarray(y[:anchor], np.float64).tobytes()
+    if data not in self._full_fits:
+      self._full_fits = {data: self._fit_full(u[:anchor], y[:anchor])}
+    init = self._full_fits[data]
+    if anchor == n:
+      samples = jax.tree.map(lambda v: v[None], init)
+      return acquisition.Fit(
+        samples, acquisition.condition_samples(self.kernel, samples, xp, ys, mask)
+      )
+    return acquisition.fit_posteriors(
+      self.kernel,
+      xp,
+      ys,
+      jax.random.key(n),
+      mask,
+      init=init,
+      map_restarts=1,
+      map_steps=int(c.warm_steps),
+    )
+
+  def _fit_full(self, u: np.ndarray, y: np.ndarray) -> gp.GPParams:
+    c = self.config
+    n = len(u)
+    m = _bucket(n)
+    mask = np.r_[np.ones(n), np.zeros(m - n)].astype(np.float32)
+    xp = np.concatenate([u, np.zeros((m - n, u.shape[1]), np.float32)])
+    ys, _, _ = gp.standardize(jnp.asarray(np.r_[y, np.zeros(m - n)], jnp.float32), mask)
+    return gp.fit_map(
+      self.kernel,
+      jnp.asarray(xp),
+      ys,
+      jax.random.key(n),
+      jnp.asarray(mask),
+      num_restarts=int(c.map_restarts),
+      steps=int(c.map_steps),
+    )
+
+  def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]:
+    ok = ctx.history.successful()
+    if len(ok) < 2:
+      return as_fallback(self.fallback.propose(ctx, key))
+    c = self.config
+    u = self._unit(self._latents([r.tokens for r in ok]))
+    y = np.array([r.objective for r in ok], dtype=np.float64)
+    feasible = np.array([ctx.budget.fits(r.costs) for r in ok])
+    fit = self._fit(u, y)
+    posts = self._with_pending(fit, ctx, u, y)
+    incumbent, anchors = self._incumbent(fit.posts, u, y, feasible)
+    aux = {
+      "objective": posts,
+      "best": jnp.asarray(incumbent, jnp.float32),
+      "feasible_observed": jnp.asarray(bool(feasible.any())),
+      "constraints": [],
+      "limits": [],
+    }
+    tr = trust_region_from_history(ctx.history, ctx.budget, self.name, c, u.shape[1])
+    lengthscale = np.exp(np.asarray(fit.samples.log_lengthscale).mean(0))
+    rng = numpy_rng(key)
+    for widen in (1.0, 2.0, 4.0):  # widen the region until something new fits
+      pool = self._pool(u[anchors], lengthscale, tr.length * widen, rng)
+      neighbours = self._neighbours(ctx, [ok[i].tokens for i in anchors], rng)
+      proposals = self._rank(ctx, pool, aux, neighbours)
+      if proposals:
+        return proposals
+    return as_fallback(self.fallback.propose(ctx, key))
+
+  def _with_pending(self, fit, ctx: SearchContext, u, y) -> gp.Posterior:
+    """Kriging believer (Ginsbourger et al. 2010): the architectures being evaluated
+    join the data with the posterior mean as their value, under the same
+    hyperparameters. Their predictive variance collapses, so the acquisition looks
+    elsewhere, and the incumbent stays computed from real observations."""
+    if not ctx.pending:
+      return fit.posts
+    uq = self._unit(self._latents(list(ctx.pending)))
+    n, q = len(u), len(uq)
+    m = _bucket(n + q)
+    xp = np.concatenate([u, uq, np.zeros((m - n - q, u.shape[1]), np.float32)])
+    mean, _ = acquisition.predict_samples(self.kernel, fit.posts, uq)
+    # The real rows' standardized targets, then one believed vector per sample.
+    yn = (y - y.mean()) / (y.std() if y.std() > 1e-12 else 1.0)
+    ys = np.zeros((mean.shape[0], m), np.float32)
+    ys[:, :n] = yn
+    ys[:, n : n + q] = np.asarray(mean)
+    mask = np.r_[np.ones(n + q), np.zeros(m - n - q)].astype(np.float32)
+    return acquisition.condition_samples(
+      self.kernel, fit.samples, jnp.asarray(xp), jnp.asarray(ys), jnp.asarray(mask)
+    )
+
+  def _incumbent(self, posts, u, y, feasible) -> tuple[float, np.ndarray]:
+    """(the incumbent for EI, indices of the trust-region anchors). Noise-aware: the
+    best posterior mean over the feasible evaluated points (else the best standardized
+    observation); anchors are the ``num_anchors`` best feasible points by that score."""
+    c = self.config
+    yn = (y - y.mean()) / (y.std() if y.std() > 1e-12 else 1.0)
+    if c.incumbent == "posterior_mean":
+      mean, _ = acquisition.predict_samples(self.kernel, posts, u)
+      score = np.asarray(mean).mean(0)
+    else:
+      score = yn
+    order = [i for i in np.argsort(-score, kind="stable") if feasible[i]]
+    if not order:  # nothing feasible yet: anchor at the best observations
+      order = list(np.argsort(-score, kind="stable"))
+    best = float(score[order[0]]) if feasible.any() else 0.0
+    return best, np.asarray(order[: int(c.num_anchors)])
+
+  def _pool(self, centres, lengthscale, length, rng) -> np.ndarray:
+    """Codes to decode: uniform in the trust-region box around each centre (the first,
+    the incumbent, gets half the pool; sides scaled by the GP's length scales as in
+    TuRBO; at most ~20 coordinates moved per point in high dimensions), plus one in
+    eight from the latent prior. Returned in latent units."""
+    c = self.config
+    n, d = int(c.pool_size), centres.shape[1]
+    weights = lengthscale / np.exp(np.mean(np.log(lengthscale)))
+    half = 0.5 * length * weights
+    if not c.trust_region:
+      half = np.full(d, 0.5)
+    num_prior = n // 8
+    num_local = n - num_prior
+    share = [num_local // 2] + [
+      (num_local - num_local // 2) // max(1, len(centres) - 1)
+    ] * (len(centres) - 1)
+    if len(centres) == 1:
+      share = [num_local]
+    points = []
+    for centre, k in zip(centres, share, strict=True):
+      lo, hi = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+      cand = lo + (hi - lo) * rng.random((k, d))
+      move = rng.random((k, d)) < min(1.0, 20.0 / d)
+      move[np.arange(k), rng.integers(0, d, k)] = True
+      points.append(np.where(move, cand, centre))
+    unit = np.concatenate(points) if points else np.zeros((0, d))
+    z = unit * 2 * self.bound - self.bound
+    prior = rng.standard_normal((num_prior, d))
+    return np.concatenate([z, prior]).astype(np.float32)
+
+  def _neighbours(
+    self, ctx: SearchContext, anchors: list[tuple[int, ...]], rng: np.random.Generator
+  ) -> list[tuple[int, ...]]:
+    """``num_neighbours`` one-token mutations of each anchor: the architectures next to
+    the best ones, which a decoded code can miss when the latent space folds."""
+    out = []
+    for tokens in anchors:
+      arch = ctx.space.decode(tokens)
+      for _ in range(int(self.config.num_neighbours)):
+        out.append(tuple(int(v) for v in ctx.space.encode(ctx.space.mutate(arch, rng))))
+    return out
+
+  def _rank(
+    self,
+    ctx: SearchContext,
+    points: np.ndarray,
+    aux,
+    extra: list[tuple[int, ...]] = (),
+  ) -> list[Proposal]:
+    """New architectures within the budget decoded from ``points``, best first by the
+    acquisition at the code of the architecture each decodes to (the GP models real
+    architectures' codes, not the space between them). Exact costs are the only
+    feasibility test; with ``feasibility='pof'`` (ablation) the rank also multiplies in
+    the autoencoder cost predictor's probability of feasibility."""
+    decoded = [tuple(int(v) for v in row) for row in self.ae.decode(points)]
+    keep, tokens = [], []
+    seen: set[tuple[int, ...]] = set()
+    for i, t in enumerate(decoded + list(extra)):
+      if t in seen or ctx.is_taken(t):
+        continue
+      seen.add(t)
+      if ctx.budget.fits(ctx.costs(t)):
+        keep.append(i)
+        tokens.append(t)
+    if not tokens:
+      return []
+    codes = self._latents(tokens)
+    m = _bucket(len(codes), _CHUNK)
+    padded = np.concatenate(
+      [self._unit(codes), np.zeros((m - len(codes), codes.shape[1]))]
+    )
+    values = np.concatenate(
+      [  # fixed-size chunks: one compiled program per GP size
+        np.asarray(
+          acquisition.batch_log_eic(
+            self.kernel, jnp.asarray(padded[i : i + _CHUNK], jnp.float32), aux
+          )
+        )
+        for i in range(0, m, _CHUNK)
+      ]
+    )[: len(codes)]
+    if self.config.feasibility == "pof":
+      values = values + self._pof(ctx, codes)
+    order = np.argsort(-values, kind="stable")[:16]
+    latents = np.concatenate([points, self._latents(list(extra))]) if extra else points
+    return [Proposal(tokens[i], tuple(float(v) for v in latents[keep[i]])) for i in order]
+
+  def _pof(self, ctx: SearchContext, codes: np.ndarray) -> np.ndarray:
+    """log PoF of (params, MACs) budgets from the autoencoder's cost predictor, its
+    held-out RMSE as the spread (the ranking before exact masking; for ablations)."""
+    b = ctx.budget
+    params = [v for v in (b.params,) if v is not None]
+    if b.model_size_bits is not None:
+      params.append(b.model_size_bits / ctx.weight_bits)
+    log_budget = np.array(
+      [math.log(min(params)) if params else 1e9, math.log(b.macs) if b.macs else 1e9],
+      np.float32,
+    )
+    spread = np.maximum(self.ae.predictor_rmse, 0.05).astype(np.float32)
+    m = _bucket(len(codes), _CHUNK)
+    padded = np.concatenate([codes, np.zeros((m - len(codes), codes.shape[1]))])
+    values = self._log_pof(jnp.asarray(padded, jnp.float32), spread, log_budget)
+    return np.asarray(values)[: len(codes)]
