@@ -132,7 +132,9 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
   assert len(evaluated) == 5
   assert len({tuple(r["tokens"]) for r in evaluated}) == 5
   assert all(r["costs"]["model_size_bits"] <= 8000 for r in evaluated)
-  assert sum(r["source"] == "initial" for r in evaluated) == 3
+  # The initial design, then latent BO's own proposals (not its random fallback).
+  assert [r["source"] for r in evaluated] == ["initial"] * 3 + ["latent_bo"] * 2
+  assert all(r["latent"] is not None for r in evaluated[3:])
   for name in ("report.md", "pareto_size.png", "pareto_macs.png", "best_so_far.png"):
     assert (workdir / name).exists(), name
   report = (workdir / "report.md").read_text()

@@ -201,10 +201,11 @@ def _run_one(args: tuple) -> dict[str, Any]:
 def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict]:
   """Every (setting, seed, strategy) run, in ``config.processes`` processes; each returns
   its best-so-far curve. Runs already finished in ``workdir`` are read back."""
+  # Seed by seed, so a stopped benchmark holds whole seeds of every setting.
   jobs = [
     (config, setting, name, seed, str(workdir))
-    for setting in config.settings
     for seed in range(config.num_seeds)
+    for setting in config.settings
     for name in config.strategies_to_run
   ]
   if config.processes <= 1:
