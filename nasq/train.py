@@ -107,7 +107,7 @@ def create_state(
     return TrainState.create(
       apply_fn=model.apply,
       params=variables["params"],
-      batch_stats=variables["batch_stats"],
+      batch_stats=variables.get("batch_stats", {}),  # none without BatchNorm
       tx=tx,
     )
 
@@ -190,7 +190,7 @@ def train_step(
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
     state.params
   )
-  state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
+  state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
   accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
   return state, {"loss": loss, "accuracy": accuracy}
 

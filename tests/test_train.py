@@ -160,3 +160,14 @@ def test_num_devices_errors_are_named():
   ds = synthetic_dataset(n=256)
   with pytest.raises(ValueError, match="train.num_devices must be 0"):
     train.train_and_evaluate(ARCH, QuantConfig(4), ds, small_config(num_devices=64))
+
+
+def test_a_network_without_batchnorm_trains():
+  """Only pooling before the classifier: no BatchNorm, so no ``batch_stats`` at all (a
+  search may propose such a network; it must train, not crash the search)."""
+  spec = "maxpool:s2 avgpool:s2"
+  arch = macro.space_for_string(spec, (28, 28, 1), 10).parse(spec)
+  r = train.train_and_evaluate(
+    arch, QuantConfig(4), synthetic_dataset(256), small_config(epochs=1)
+  )
+  assert r.status == "ok" and r.val_accuracy is not None
