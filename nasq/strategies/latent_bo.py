@@ -27,6 +27,17 @@ Array = jax.Array
 _CHUNK = 256  # candidates per acquisition call
 
 
+def _padded(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, Array, np.ndarray]:
+  """(inputs, standardized targets, mask), zero-padded to ``_bucket(len(u))`` rows so
+  data sizes share compiled programs."""
+  n = len(u)
+  m = _bucket(n)
+  mask = np.r_[np.ones(n), np.zeros(m - n)].astype(np.float32)
+  xp = np.concatenate([u, np.zeros((m - n, u.shape[1]), np.float32)])
+  ys, _, _ = gp.standardize(jnp.asarray(np.r_[y, np.zeros(m - n)], jnp.float32), mask)
+  return xp, ys, mask
+
+
 def _bucket(n: int, size: int = 32) -> int:
   return max(size, int(math.ceil(n / size)) * size)
 
@@ -129,10 +140,7 @@ class LatentBO:
     programs), hyperparameters as in the class docstring."""
     c = self.config
     n = len(u)
-    m = _bucket(n)
-    mask = np.r_[np.ones(n), np.zeros(m - n)].astype(np.float32)
-    xp = np.concatenate([u, np.zeros((m - n, u.shape[1]), np.float32)])
-    ys, _, _ = gp.standardize(jnp.asarray(np.r_[y, np.zeros(m - n)], jnp.float32), mask)
+    xp, ys, mask = _padded(u, y)
     if c.hyperparameters == "nuts":
       return acquisition.fit_posteriors(
         self.kernel,
@@ -171,10 +179,7 @@ class LatentBO:
   def _fit_full(self, u: np.ndarray, y: np.ndarray) -> gp.GPParams:
     c = self.config
     n = len(u)
-    m = _bucket(n)
-    mask = np.r_[np.ones(n), np.zeros(m - n)].astype(np.float32)
-    xp = np.concatenate([u, np.zeros((m - n, u.shape[1]), np.float32)])
-    ys, _, _ = gp.standardize(jnp.asarray(np.r_[y, np.zeros(m - n)], jnp.float32), mask)
+    xp, ys, mask = _padded(u, y)
     return gp.fit_map(
       self.kernel,
       jnp.asarray(xp),
