@@ -241,11 +241,13 @@ def macro_costs_batch(
 
 def layer_live_elements(layer: Layer, inp: Shape, out: Shape) -> int:
   """Activation elements alive while ``layer`` runs: its input and output (and the
-  depthwise intermediate of a depthwise-separable layer)."""
+  depthwise intermediate of a depthwise-separable layer; with a residual, the input
+  stays alive across input -> intermediate -> output, until it is added)."""
   live = _numel(inp) + _numel(out)
   if layer.kind == "dwsep":  # input -> depthwise intermediate -> output
     mid = _numel(_down(inp, layer.stride, inp[2]))
-    live = max(_numel(inp) + mid, mid + _numel(out))
+    held = _numel(inp) if layer.residual else 0
+    live = max(_numel(inp) + mid, held + mid + _numel(out))
   return live
 
 
