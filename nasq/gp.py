@@ -199,6 +199,88 @@ def standardize(y: Array, mask: Array | None = None) -> tuple[Array, Array, Arra
   return (y - mean) / std * m, mean, std
 
 
+def _flatten(params: GPParams) -> Array:
+  return jnp.concatenate(
+    [
+      params.log_lengthscale,
+      jnp.stack([params.log_amplitude, params.log_noise, params.mean]),
+    ]
+  )
+
+
+def _unflatten(theta: Array, d: int) -> GPParams:
+  return GPParams(theta[:d], theta[d], theta[d + 1], theta[d + 2])
+
+
+@functools.partial(jax.jit, static_argnames="kernel")
+def _neg_log_post_and_grad(kernel: str, theta: Array, x: Array, y: Array, mask: Array):
+  def loss(t):
+    p = _unflatten(t, x.shape[1])
+    return -(log_marginal_likelihood(kernel, p, x, y, mask) + log_prior(p))
+
+  return jax.value_and_grad(loss)(theta)
+
+
+def fit_map_lbfgs(
+  kernel: str,
+  x: Array,
+  y: Array,
+  key: PRNGKey,
+  mask: Array | None = None,
+  init: GPParams | None = None,
+  *,
+  num_restarts: int = 2,
+  max_iterations: int = 200,
+  min_noise: float = 1e-4,
+) -> GPParams:
+  """MAP hyperparameters for standardized y by L-BFGS-B (scipy, on the jitted loss and
+  gradient, in float64; the noise variance within [``min_noise``, 1], BoTorch's floor,
+  as float32 conditioning needs), from ``num_restarts`` starts: the
+  prior's centre (or ``init``), then prior draws. Stops at convergence, so it costs what
+  the likelihood needs rather than a fixed step count; the best posterior density wins."""
+  import numpy as np
+  import scipy.optimize
+
+  x = jnp.asarray(x, jnp.float32)
+  y = jnp.asarray(y, jnp.float32)
+  n, d = x.shape
+  mask = jnp.ones(n, jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
+  centre = default_params(d) if init is None else init
+  noise = np.asarray(jax.random.normal(key, (num_restarts, d + 3)))
+  spread = np.concatenate([np.full(d, 0.75), [0.5, 1.0, 0.2]])
+  base = np.asarray(_flatten(default_params(d)), np.float64)
+  starts = [np.asarray(_flatten(centre), np.float64)]
+  starts += [base + spread * noise[i] for i in range(1, num_restarts)]
+  bounds = [(None, None)] * (d + 1) + [(math.log(min_noise), 0.0), (None, None)]
+
+  def fun(theta):
+    value, grad = _neg_log_post_and_grad(kernel, jnp.asarray(theta), x64, y64, mask64)
+    value, grad = float(value), np.asarray(grad, np.float64)
+    if not (math.isfinite(value) and np.all(np.isfinite(grad))):
+      return 1e10, np.zeros_like(grad)
+    return value, grad
+
+  lower = [-np.inf if b[0] is None else b[0] for b in bounds]
+  upper = [np.inf if b[1] is None else b[1] for b in bounds]
+  best, best_value = starts[0], math.inf
+  # In float64, as BoTorch does: in float32 the line search stalls on rounding noise
+  # once the noise variance nears its floor, far from the optimum.
+  with jax.enable_x64(True):
+    x64, y64, mask64 = (np.asarray(v, np.float64) for v in (x, y, mask))
+    for theta0 in starts:
+      result = scipy.optimize.minimize(
+        fun,
+        np.clip(theta0, lower, upper),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": max_iterations},
+      )
+      if math.isfinite(result.fun) and result.fun < best_value:
+        best, best_value = result.x, result.fun
+  return _unflatten(jnp.asarray(best, jnp.float32), d)
+
+
 @functools.partial(jax.jit, static_argnames=("kernel", "num_restarts", "steps"))
 def fit_map(
   kernel: str,

@@ -1,5 +1,7 @@
 """The GP against NumPy/SciPy references in float64, and its fitting."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,13 +95,14 @@ def test_jitter_escalates_for_duplicate_points():
   assert float(none_needed) == 0.0
 
 
-def test_map_fit_improves_the_posterior_and_predicts():
+@pytest.mark.parametrize("fit", [gp.fit_map, gp.fit_map_lbfgs], ids=["adam", "lbfgs"])
+def test_map_fit_improves_the_posterior_and_predicts(fit):
   rng = np.random.default_rng(2)
   d = 3
   x = rng.uniform(-2, 2, size=(60, d))
   f = lambda v: np.sin(2 * v[:, 0]) + 0.1 * v[:, 1]  # noqa: E731 (dim 2 irrelevant)
   y, _, _ = gp.standardize(jnp.asarray(f(x)))
-  fitted = gp.fit_map("matern52", jnp.asarray(x), y, jax.random.key(0))
+  fitted = fit("matern52", jnp.asarray(x), y, jax.random.key(0))
 
   def neg_post(p):
     return -(gp.log_marginal_likelihood("matern52", p, x, y) + gp.log_prior(p))
@@ -111,6 +114,23 @@ def test_map_fit_improves_the_posterior_and_predicts():
   m, _ = gp.predict("matern52", gp.condition("matern52", fitted, x, y), xq)
   yq = (f(xq) - f(x).mean()) / f(x).std()
   assert np.corrcoef(np.asarray(m), yq)[0, 1] > 0.95
+
+
+def test_lbfgs_fit_ignores_padding_and_keeps_the_noise_floor():
+  rng = np.random.default_rng(4)
+  x = rng.uniform(-2, 2, size=(30, 2))
+  y, _, _ = gp.standardize(jnp.asarray(np.cos(x[:, 0]) * x[:, 1]))  # noise-free
+  plain = gp.fit_map_lbfgs("matern52", jnp.asarray(x), y, jax.random.key(0))
+  padded_x = np.concatenate([x, rng.uniform(-2, 2, size=(10, 2))])
+  padded_y = jnp.concatenate([y, jnp.asarray(rng.normal(size=10), jnp.float32)])
+  mask = jnp.asarray([1.0] * 30 + [0.0] * 10)
+  padded = gp.fit_map_lbfgs(
+    "matern52", jnp.asarray(padded_x), padded_y, jax.random.key(0), mask
+  )
+  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(padded), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-3)
+  # Noise-free data drive the noise down to, never below, the floor.
+  assert math.log(1e-4) - 1e-6 <= float(plain.log_noise) < math.log(1e-2)
 
 
 def test_unknown_kernel_is_named():
