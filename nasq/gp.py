@@ -21,7 +21,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+import scipy.optimize
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -238,9 +240,6 @@ def fit_map_lbfgs(
   as float32 conditioning needs), from ``num_restarts`` starts: the
   prior's centre (or ``init``), then prior draws. Stops at convergence, so it costs what
   the likelihood needs rather than a fixed step count; the best posterior density wins."""
-  import numpy as np
-  import scipy.optimize
-
   x = jnp.asarray(x, jnp.float32)
   y = jnp.asarray(y, jnp.float32)
   n, d = x.shape

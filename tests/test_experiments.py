@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from nasq import data, models, train
+from nasq import data, export, models, train
 from nasq.runs.train import resolve_architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,6 +143,17 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
   assert any((workdir / "tensorboard").iterdir())
   final = [json.loads(x) for x in (workdir / "final.jsonl").read_text().splitlines()]
   assert len(final) == 1 and final[0]["test_accuracy"] is not None
+
+  # The best model exports: an int8 LiteRT flatbuffer, its C array and a report.
+  export_cmd = [sys.executable, "experiments/export.py", f"--workdir={workdir}"]
+  proc = subprocess.run(export_cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  tflite = (workdir / "export" / "model.tflite").read_bytes()
+  assert tflite[4:8] == b"TFL3"  # the flatbuffer's file identifier
+  assert (
+    export.parse_c_array((workdir / "export" / "model_data.cc").read_text()) == tflite
+  )
+  assert "LiteRT interpreter" in (workdir / "export" / "export_report.md").read_text()
 
   # Resume: the same command with the same workdir evaluates nothing again.
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)

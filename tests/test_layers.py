@@ -8,7 +8,15 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "nasq"
 # Modules that may be imported lazily, inside a function: optional dependencies only.
-OPTIONAL = {"ray", "torch", "botorch", "gpytorch", "analognasbench"}
+OPTIONAL = {
+  "ray",
+  "torch",
+  "botorch",
+  "gpytorch",
+  "analognasbench",
+  "tensorflow",  # the export extra
+  "ai_edge_litert",
+}
 
 
 def modules():

@@ -1,0 +1,44 @@
+r"""Exports a finished search's best model for devices.
+
+  pip install -e .[export]          # tensorflow-cpu, ai-edge-litert
+  python experiments/export.py --workdir=/tmp/nasq_search
+
+Writes <workdir>/export/: model.tflite (full-integer int8), model_data.cc/.h (the
+flatbuffer as a C array) and export_report.md (test accuracy of the JAX QAT model and
+of the .tflite under the LiteRT interpreter, weight bytes against the cost model).
+"""
+
+from absl import app, flags, logging
+
+from nasq.runs import export as export_run
+from nasq.runs.config import run_main, user_errors
+
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/nasq_search", "A finished search.")
+_OUT = flags.DEFINE_string("out", "", "Output directory (default <workdir>/export).")
+_NUM_TEST = flags.DEFINE_integer("num_test", 0, "Test images (0: the whole test set).")
+_NUM_CALIBRATION = flags.DEFINE_integer(
+  "num_calibration", 500, "Training images that calibrate the int8 activation ranges."
+)
+
+
+def _export():
+  with user_errors():
+    return export_run.export_workdir(
+      _WORKDIR.value,
+      _OUT.value or None,
+      num_calibration=_NUM_CALIBRATION.value,
+      num_test=_NUM_TEST.value,
+    )
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  result = run_main(_export)
+  print(open(f"{result['dir']}/export_report.md").read())
+  print(f"exported to {result['dir']}")
+
+
+if __name__ == "__main__":
+  app.run(main)

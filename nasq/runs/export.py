@@ -1,0 +1,75 @@
+"""Export a finished search's best model (``experiments/export.py``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from nasq import data as data_lib
+from nasq import export
+from nasq.runs.config import from_config, space_from_config
+from nasq.spaces import make_space
+
+
+def export_workdir(
+  workdir: str | Path,
+  out_dir: str | Path | None = None,
+  *,
+  num_calibration: int = 500,
+  num_test: int = 0,
+) -> dict[str, Any]:
+  """Exports a search workdir's best retrained model (``best_checkpoint``,
+  ``best_architecture.txt``) into ``out_dir`` (default ``<workdir>/export``) and
+  returns what the report states."""
+  workdir = Path(workdir)
+  out_dir = Path(out_dir) if out_dir else workdir / "export"
+  for name in ("config.json", "best_architecture.txt", "best_checkpoint"):
+    if not (workdir / name).exists():
+      raise export.ExportError(
+        f"{workdir} has no {name}: export needs a finished search (its final "
+        "retraining writes best_checkpoint and best_architecture.txt)"
+      )
+  config = json.loads((workdir / "config.json").read_text())
+  space = make_space(space_from_config(ml_collections.ConfigDict(config["space"])))
+  arch = space.parse((workdir / "best_architecture.txt").read_text().strip())
+  weight_bits = int(config["weight_bits"])
+  variables = export.load_checkpoint(arch, weight_bits, workdir / "best_checkpoint")
+  data_config = from_config(data_lib.DataConfig, config["data"], "data")
+  data_config = dataclasses.replace(data_config, test_size=num_test)
+  dataset = data_lib.load_dataset(data_config)
+
+  net = export.fold(arch, variables, weight_bits, dataset.mean, dataset.std)
+  model = export.to_tflite(net, dataset.train.images[:num_calibration])
+  test = dataset.test
+  logits = export.tflite_logits(model, test.images)
+  tflite_acc = float(np.mean(np.argmax(logits, -1) == test.labels))
+  jax_acc = export.jax_accuracy(
+    arch, weight_bits, variables, test.images, test.labels, net
+  )
+  summary = export.tflite_summary(model)
+  source, header = export.c_array(model)
+  report = export.export_report(
+    arch, weight_bits, float(jax_acc), tflite_acc, len(test), model, summary
+  )
+  export.write_atomically(
+    out_dir,
+    {
+      "model.tflite": model,
+      "model_data.cc": source,
+      "model_data.h": header,
+      "export_report.md": report,
+    },
+  )
+  return {
+    "dir": str(out_dir),
+    "jax_accuracy": float(jax_acc),
+    "tflite_accuracy": tflite_acc,
+    "num_test": len(test),
+    "flatbuffer_bytes": len(model),
+    **summary,
+  }

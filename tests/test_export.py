@@ -1,0 +1,127 @@
+"""Export to LiteRT: the folded graph, the int8 model against the QAT model, the C array,
+and the errors a user meets."""
+
+import jax
+import numpy as np
+import pytest
+
+from nasq import data, export, models, train
+from nasq.quant import QuantConfig
+from nasq.spaces import NB201Space, macro
+
+
+def _arch(text, activation="relu", shape=(12, 12, 1)):
+  return macro.space_for_string(text, shape, 10, activation).parse(text)
+
+
+def _random_variables(arch, bits, seed=0):
+  """Initial variables with BatchNorm parameters and statistics far from identity, so
+  a wrong fold shows."""
+  variables = models.init_variables(
+    models.build_model(arch, bits), tuple(arch.input_shape), jax.random.key(seed)
+  )
+  rng = np.random.default_rng(seed)
+
+  def perturb(tree, low, high):
+    return jax.tree.map(
+      lambda v: rng.uniform(low, high, v.shape).astype(np.float32), tree
+    )
+
+  params = dict(variables["params"])
+  for name, p in params.items():
+    if "scale" in p:
+      params[name] = {"scale": perturb(p["scale"], 0.5, 1.5), "bias": p["bias"] + 0.1}
+  stats = {
+    name: {"mean": perturb(s["mean"], -0.2, 0.2), "var": perturb(s["var"], 0.5, 2.0)}
+    for name, s in variables["batch_stats"].items()
+  }
+  return {"params": params, "batch_stats": stats}
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "silu"])
+def test_the_folded_graph_computes_what_the_qat_model_computes(activation):
+  arch = _arch(
+    "conv3:s1:c8 dwsep3:s1:c8:res avgpool:s2 dwsep5:s1:c16 maxpool:s2 conv1:s1:c16:res",
+    activation,
+  )
+  variables = _random_variables(arch, 4)
+  mean, std = np.array([0.3], np.float32), np.array([0.25], np.float32)
+  images = np.random.default_rng(1).integers(0, 256, (8, 12, 12, 1)).astype(np.float32)
+  net = export.fold(arch, variables, 4, mean, std)
+  got = np.asarray(export.tf_forward(net)(images))
+  want = models.build_model(arch, 4).apply(
+    variables, train.normalize(images, mean=mean, std=std), train=False
+  )
+  np.testing.assert_allclose(got, np.asarray(want), rtol=1e-4, atol=1e-4)
+
+
+def test_int8_tflite_keeps_the_accuracy_of_a_trained_model():
+  # Real Fashion-MNIST: a small 4-bit QAT network trained briefly.
+  ds = data.load_dataset(data.DataConfig(train_size=4000, test_size=1000, val_size=500))
+  arch = _arch(
+    "conv3:s2:c16 dwsep3:s1:c16:res conv3:s2:c32 maxpool:s2", shape=(28, 28, 1)
+  )
+  config = train.TrainConfig(epochs=2, batch_size=64, eval_batch_size=500, progress=False)
+  result = train.train_and_evaluate(arch, QuantConfig(4), ds, config)
+  assert result.status == "ok"
+  net = export.fold(arch, result.variables, 4, ds.mean, ds.std)
+  model = export.to_tflite(net, ds.train.images[:200])
+  logits = export.tflite_logits(model, ds.test.images)
+  int8 = np.argmax(logits, -1)
+  jax_acc = export.jax_accuracy(
+    arch, 4, result.variables, ds.test.images, ds.test.labels, net
+  )
+  assert jax_acc > 0.6  # it learned something, so agreement is not between two guesses
+  int8_acc = float(np.mean(int8 == ds.test.labels))
+  assert abs(int8_acc - jax_acc) <= 0.01
+  summary = export.tflite_summary(model)
+  assert set(summary["operators"]) <= {
+    "ADD",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "FULLY_CONNECTED",
+    "MAX_POOL_2D",
+    "AVERAGE_POOL_2D",
+    "MEAN",
+    "MUL",
+    "QUANTIZE",
+    "DEQUANTIZE",
+  }, summary["operators"]
+  # Every kernel weight is stored once, as one int8 byte.
+  kernels = sum(c.kernel.size for layer in net.layers for c in layer.convs)
+  assert summary["weight_bytes"] == kernels + net.dense_kernel.size
+
+
+def test_c_array_holds_the_flatbuffer_bytes():
+  blob = bytes(range(256)) * 3 + b"\x01\x02"
+  source, header = export.c_array(blob)
+  assert export.parse_c_array(source) == blob
+  assert f"g_model_data_len = {len(blob)};" in source
+  assert (
+    "alignas(16)" in source and "extern const unsigned char g_model_data[];" in header
+  )
+
+
+def test_unsupported_architectures_are_named():
+  cell = NB201Space().sample(np.random.default_rng(0))
+  with pytest.raises(export.ExportError, match="macro space; got NB201Architecture"):
+    export.fold(cell, {}, 8, 0.5, 0.5)
+
+
+def test_a_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
+  small = _arch("conv3:s1:c8")
+  train.save_checkpoint(str(tmp_path / "ckpt"), _random_variables(small, 8))
+  other = _arch("conv3:s1:c8 conv3:s1:c16")
+  with pytest.raises(export.ExportError, match="does not load as"):
+    export.load_checkpoint(other, 8, tmp_path / "ckpt")
+  with pytest.raises(export.ExportError, match="no checkpoint at"):
+    export.load_checkpoint(other, 8, tmp_path / "missing")
+
+
+def test_an_interrupted_export_leaves_the_previous_one_whole(tmp_path):
+  out = tmp_path / "export"
+  export.write_atomically(out, {"model.tflite": b"old", "export_report.md": "old"})
+  with pytest.raises(TypeError):
+    export.write_atomically(out, {"model.tflite": b"new", "export_report.md": 3})
+  assert (out / "model.tflite").read_bytes() == b"old"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
