@@ -1,11 +1,12 @@
 r"""Exports a finished search's best model for devices.
 
-  pip install -e .[export]          # tensorflow-cpu, ai-edge-litert
+  pip install -e .[export]    # tensorflow-cpu, ai-edge-litert, onnx, onnxruntime
   python experiments/export.py --workdir=/tmp/nasq_search
 
 Writes <workdir>/export/: model.tflite (full-integer int8), model_data.cc/.h (the
-flatbuffer as a C array) and export_report.md (test accuracy of the JAX QAT model and
-of the .tflite under the LiteRT interpreter, weight bytes against the cost model).
+flatbuffer as a C array), model.onnx (int8 QDQ) and export_report.md (test accuracy of
+the JAX QAT model, of the .tflite under the LiteRT interpreter and of the .onnx under
+onnxruntime; weight bytes against the cost model).
 """
 
 from absl import app, flags, logging

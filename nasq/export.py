@@ -8,14 +8,18 @@ A search's best model (or any checkpoint of ``nasq.train``) becomes:
   input normalization inside the graph, so the device feeds raw pixels (0..255, int8
   with zero point -128);
 * ``model_data.cc`` / ``model_data.h``: that flatbuffer as a C array for firmware;
+* ``model.onnx``: the same network as an ONNX QDQ model (opset 17; int8 kernels per
+  output channel through DequantizeLinear, a QuantizeLinear/DequantizeLinear pair
+  wherever the int8 model quantizes), for onnxruntime and the toolchains that read it;
 * ``export_report.md``: the test accuracy of the JAX QAT model and of the ``.tflite``
-  under the LiteRT interpreter, and the exported weight bytes against the cost model.
+  under the LiteRT interpreter and of the ``.onnx`` under onnxruntime, and the exported
+  weight bytes against the cost model.
 
 The exported kernels are the QAT model's fake-quantized kernels times the folded
 BatchNorm scale, requantized by the converter to int8 per output channel: a 4-bit
 model is stored at int8 (LiteRT Micro has no packed int4 kernels), on a grid finer
-than its 4-bit one. TensorFlow and ai-edge-litert come with the ``export`` extra
-(``pip install -e .[export]``).
+than its 4-bit one. TensorFlow, ai-edge-litert, onnx and onnxruntime come with the
+``export`` extra (``pip install -e .[export]``).
 """
 
 from __future__ import annotations
@@ -162,8 +166,10 @@ def _tf():
   return tf
 
 
-def tf_forward(net: FoldedNetwork):
-  """A function of raw pixels [n, H, W, C] (float, 0..255) to logits, in TensorFlow."""
+def tf_forward(net: FoldedNetwork, taps: list | None = None):
+  """A function of raw pixels [n, H, W, C] (float, 0..255) to logits, in TensorFlow.
+  With ``taps``, each call appends the tensors an int8 model quantizes, in order (the
+  normalized input, every layer's outputs, the pooled features, the logits)."""
   tf = _tf()
   act = {
     "relu": tf.nn.relu,
@@ -173,6 +179,11 @@ def tf_forward(net: FoldedNetwork):
   a = (1.0 / (255.0 * net.std)).astype(np.float32)
   b = (-net.mean / net.std).astype(np.float32)
 
+  def tap(x):
+    if taps is not None:
+      taps.append(x)
+    return x
+
   def conv(x, c: FoldedConv):
     strides = (1, c.stride, c.stride, 1)
     if c.depthwise:
@@ -180,10 +191,10 @@ def tf_forward(net: FoldedNetwork):
       y = tf.nn.depthwise_conv2d(x, kernel, strides, "SAME")
     else:
       y = tf.nn.conv2d(x, c.kernel, strides, "SAME")
-    return act(tf.nn.bias_add(y, c.bias))
+    return tap(act(tf.nn.bias_add(y, c.bias)))
 
   def forward(images):
-    x = images * a + b
+    x = tap(images * a + b)
     for layer in net.layers:
       inputs = x
       if layer.kind in WEIGHTED_KINDS:
@@ -191,11 +202,11 @@ def tf_forward(net: FoldedNetwork):
           x = conv(x, c)
       else:
         pool = tf.nn.max_pool2d if layer.kind == "maxpool" else tf.nn.avg_pool2d
-        x = pool(x, layer.window, layer.stride, "SAME")
+        x = tap(pool(x, layer.window, layer.stride, "SAME"))
       if layer.residual:
-        x = x + inputs
-    x = tf.reduce_mean(x, axis=(1, 2))
-    return tf.matmul(x, net.dense_kernel) + net.dense_bias
+        x = tap(x + inputs)
+    x = tap(tf.reduce_mean(x, axis=(1, 2)))
+    return tap(tf.matmul(x, net.dense_kernel) + net.dense_bias)
 
   return forward
 
@@ -375,6 +386,7 @@ def export_report(
   weight_bits: int,
   jax_accuracy: float,
   tflite_accuracy: float,
+  onnx_accuracy: float,
   num_test: int,
   model: bytes,
   summary: dict[str, Any],
@@ -390,8 +402,10 @@ def export_report(
     f"| model | test accuracy ({num_test} images) |",
     "|---|---|",
     f"| JAX QAT (float activations) | {jax_accuracy:.4f} |",
-    f"| model.tflite, int8, LiteRT interpreter | {tflite_accuracy:.4f} |",
-    f"| difference | {100 * (tflite_accuracy - jax_accuracy):+.2f} points |",
+    f"| model.tflite, int8, LiteRT interpreter | {tflite_accuracy:.4f} "
+    f"({100 * (tflite_accuracy - jax_accuracy):+.2f} points) |",
+    f"| model.onnx, int8 QDQ, onnxruntime | {onnx_accuracy:.4f} "
+    f"({100 * (onnx_accuracy - jax_accuracy):+.2f} points) |",
     "",
     "| size | bytes |",
     "|---|---|",

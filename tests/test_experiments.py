@@ -154,6 +154,7 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
     export.parse_c_array((workdir / "export" / "model_data.cc").read_text()) == tflite
   )
   assert "LiteRT interpreter" in (workdir / "export" / "export_report.md").read_text()
+  assert (workdir / "export" / "model.onnx").stat().st_size > 0
 
   # Resume: the same command with the same workdir evaluates nothing again.
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -3,9 +3,10 @@ and the errors a user meets."""
 
 import jax
 import numpy as np
+import onnx
 import pytest
 
-from nasq import data, export, models, train
+from nasq import data, export, export_onnx, models, train
 from nasq.quant import QuantConfig
 from nasq.spaces import NB201Space, macro
 
@@ -74,6 +75,18 @@ def test_int8_tflite_keeps_the_accuracy_of_a_trained_model():
   assert jax_acc > 0.6  # it learned something, so agreement is not between two guesses
   int8_acc = float(np.mean(int8 == ds.test.labels))
   assert abs(int8_acc - jax_acc) <= 0.01
+  onnx_model = export_onnx.to_onnx(net, ds.train.images[:200])
+  onnx_pred = np.argmax(export_onnx.onnx_logits(onnx_model, ds.test.images), -1)
+  assert abs(float(np.mean(onnx_pred == ds.test.labels)) - jax_acc) <= 0.01
+  graph = onnx.load_from_string(onnx_model)
+  assert graph.opset_import[0].version >= 13
+  ops = {n.op_type for n in graph.graph.node}
+  assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+  stored = [i for i in graph.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+  assert sum(int(np.prod(i.dims)) for i in stored if len(i.dims) >= 2) == (
+    sum(c.kernel.size for layer in net.layers for c in layer.convs)
+    + net.dense_kernel.size
+  )
   summary = export.tflite_summary(model)
   assert set(summary["operators"]) <= {
     "ADD",

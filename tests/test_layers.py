@@ -16,6 +16,8 @@ OPTIONAL = {
   "analognasbench",
   "tensorflow",  # the export extra
   "ai_edge_litert",
+  "onnx",
+  "onnxruntime",
 }
 
 

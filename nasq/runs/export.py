@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 
 from nasq import data as data_lib
-from nasq import export
+from nasq import export, export_onnx
 from nasq.runs.config import from_config, space_from_config
 from nasq.spaces import make_space
 
@@ -51,15 +51,22 @@ def export_workdir(
   jax_acc = export.jax_accuracy(
     arch, weight_bits, variables, test.images, test.labels, net
   )
+  onnx_model = export_onnx.to_onnx(net, dataset.train.images[:num_calibration])
+  onnx_acc = float(
+    np.mean(
+      np.argmax(export_onnx.onnx_logits(onnx_model, test.images), -1) == test.labels
+    )
+  )
   summary = export.tflite_summary(model)
   source, header = export.c_array(model)
   report = export.export_report(
-    arch, weight_bits, float(jax_acc), tflite_acc, len(test), model, summary
+    arch, weight_bits, float(jax_acc), tflite_acc, onnx_acc, len(test), model, summary
   )
   export.write_atomically(
     out_dir,
     {
       "model.tflite": model,
+      "model.onnx": onnx_model,
       "model_data.cc": source,
       "model_data.h": header,
       "export_report.md": report,
@@ -69,6 +76,7 @@ def export_workdir(
     "dir": str(out_dir),
     "jax_accuracy": float(jax_acc),
     "tflite_accuracy": tflite_acc,
+    "onnx_accuracy": onnx_acc,
     "num_test": len(test),
     "flatbuffer_bytes": len(model),
     **summary,
