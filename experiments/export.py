@@ -1,7 +1,8 @@
-r"""Exports a finished search's best model for devices.
+r"""Exports a finished search's best model (or a trained network) for devices.
 
   pip install -e .[export]    # tensorflow-cpu, ai-edge-litert, onnx, onnxruntime
   python experiments/export.py --workdir=/tmp/nasq_search
+  python experiments/export.py --workdir=/tmp/nasq_train     # experiments/train.py's
 
 Writes <workdir>/export/: model.tflite (full-integer int8), model_data.cc/.h (the
 flatbuffer as a C array), model.onnx (int8 QDQ) and export_report.md (test accuracy of
@@ -14,7 +15,9 @@ from absl import app, flags, logging
 from nasq.runs import export as export_run
 from nasq.runs.config import run_main, user_errors
 
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/nasq_search", "A finished search.")
+_WORKDIR = flags.DEFINE_string(
+  "workdir", "/tmp/nasq_search", "A finished search or experiments/train.py run."
+)
 _OUT = flags.DEFINE_string("out", "", "Output directory (default <workdir>/export).")
 _NUM_TEST = flags.DEFINE_integer("num_test", 0, "Test images (0: the whole test set).")
 _NUM_CALIBRATION = flags.DEFINE_integer(

@@ -55,6 +55,14 @@ def test_train_entry_point(tmp_path, fake_fashion_mnist):
   accuracy = float(np.mean(np.argmax(logits, -1) == ds.val.labels))
   assert accuracy == pytest.approx(result["val_accuracy"], abs=1e-6)
 
+  # A trained (mixed-precision) network exports from its workdir too.
+  export_cmd = [sys.executable, "experiments/export.py", f"--workdir={workdir}"]
+  proc = subprocess.run(export_cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for name in ("model.tflite", "model.onnx", "model_data.cc", "model_data.h"):
+    assert (workdir / "export" / name).stat().st_size > 0, name
+  assert "dwsep3:s1:c16:w4" in (workdir / "export" / "export_report.md").read_text()
+
 
 def test_train_autoencoder_entry_point_and_cache(tmp_path):
   workdir, cache = tmp_path / "work", tmp_path / "cache"

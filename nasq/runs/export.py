@@ -23,22 +23,32 @@ def export_workdir(
   num_calibration: int = 500,
   num_test: int = 0,
 ) -> dict[str, Any]:
-  """Exports a search workdir's best retrained model (``best_checkpoint``,
-  ``best_architecture.txt``) into ``out_dir`` (default ``<workdir>/export``) and
-  returns what the report states."""
+  """Exports the model of ``workdir`` into ``out_dir`` (default ``<workdir>/export``)
+  and returns what the report states. ``workdir`` is a finished search (its best
+  retrained model: ``best_checkpoint``, ``best_architecture.txt``) or a training run of
+  ``experiments/train.py`` (``checkpoint``, ``result.json``)."""
   workdir = Path(workdir)
   out_dir = Path(out_dir) if out_dir else workdir / "export"
-  for name in ("config.json", "best_architecture.txt", "best_checkpoint"):
-    if not (workdir / name).exists():
+  if (workdir / "best_checkpoint").exists():
+    checkpoint, arch_file = workdir / "best_checkpoint", workdir / "best_architecture.txt"
+  else:
+    checkpoint, arch_file = workdir / "checkpoint", workdir / "result.json"
+  for path in (workdir / "config.json", arch_file, checkpoint):
+    if not path.exists():
       raise export.ExportError(
-        f"{workdir} has no {name}: export needs a finished search (its final "
-        "retraining writes best_checkpoint and best_architecture.txt)"
+        f"{workdir} has no {path.name}: export needs a finished search (its final "
+        "retraining writes best_checkpoint and best_architecture.txt) or a finished "
+        "experiments/train.py run (checkpoint, result.json)"
       )
   config = json.loads((workdir / "config.json").read_text())
   space = make_space(space_from_config(ml_collections.ConfigDict(config["space"])))
-  arch = space.parse((workdir / "best_architecture.txt").read_text().strip())
+  if arch_file.suffix == ".json":
+    text = json.loads(arch_file.read_text())["architecture"]
+  else:
+    text = arch_file.read_text().strip()
+  arch = space.parse(text)
   weight_bits = int(config["weight_bits"])
-  variables = export.load_checkpoint(arch, weight_bits, workdir / "best_checkpoint")
+  variables = export.load_checkpoint(arch, weight_bits, checkpoint)
   data_config = from_config(data_lib.DataConfig, config["data"], "data")
   data_config = dataclasses.replace(data_config, test_size=num_test)
   dataset = data_lib.load_dataset(data_config)
