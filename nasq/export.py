@@ -27,7 +27,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -281,6 +283,43 @@ def tflite_summary(model: bytes) -> dict[str, Any]:
     elif value.dtype == np.int32 and len(t["shape"]) == 1 and is_constant:
       bias_bytes += value.nbytes
   return {"operators": ops, "weight_bytes": weight_bytes, "bias_bytes": bias_bytes}
+
+
+# --- LiteRT Micro arena ------------------------------------------------------------------
+
+_ARENA_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+
+
+def micro_arena(model: bytes, arena_size: int = 4 << 20) -> dict[str, int]:
+  """The tensor arena LiteRT Micro (the ``tflite-micro`` package's interpreter) uses
+  for one inference: ``head`` (activation buffers, planned by its memory planner),
+  ``tail`` (persistent runtime data) and ``total``, in bytes."""
+  try:
+    from tflite_micro import runtime
+  except ImportError as e:
+    raise ExportError(
+      "measuring the arena needs tflite-micro: pip install -e .[export]"
+    ) from e
+  interpreter = runtime.Interpreter.from_bytes(model, arena_size=arena_size)
+  details = interpreter.get_input_details(0)
+  interpreter.set_input(np.zeros(details["shape"], details["dtype"]), 0)
+  interpreter.invoke()
+  # The recording allocator prints to the process's stderr (C++): capture the fd.
+  with tempfile.TemporaryFile() as captured:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+      os.dup2(captured.fileno(), 2)
+      interpreter.print_allocations()
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+    captured.seek(0)
+    text = captured.read().decode(errors="replace")
+  found = {k: int(v) for k, v in _ARENA_LINE.findall(text)}
+  if set(found) != {"total", "head", "tail"}:
+    raise RuntimeError(f"unexpected LiteRT Micro allocation report: {text[:500]!r}")
+  return found
 
 
 # --- C array ----------------------------------------------------------------------------

@@ -95,11 +95,16 @@ def test_hand_derived_small_network():
   assert costs.compute_costs(arch, 32, 32).peak_activation_bytes == 160 * 4
 
 
-def test_residual_dwsep_holds_its_input_until_the_addition():
+def test_residual_layers_hold_their_input_until_the_addition():
   text = "conv3:s1:c8 dwsep3:s1:c8:res"
   arch = macro.space_for_string(text, (4, 4, 1), 10).parse(text)
   # The dwsep layer's input (4*4*8 = 128) is added to its output, so it stays alive
-  # while the depthwise intermediate (128) and the pointwise output (128) are written.
+  # while the depthwise intermediate (128) and the pointwise output (128) are written,
+  # and while the addition writes its own output (128).
+  assert costs.compute_costs(arch, activation_bits=8).peak_activation_bytes == 3 * 128
+  conv_res = "conv3:s1:c8 conv3:s1:c8:res"
+  arch = macro.space_for_string(conv_res, (4, 4, 1), 10).parse(conv_res)
+  # Input, convolution output and their sum: three 128-element buffers.
   assert costs.compute_costs(arch, activation_bits=8).peak_activation_bytes == 3 * 128
   plain = macro.space_for_string(text, (4, 4, 1), 10).parse("conv3:s1:c8 dwsep3:s1:c8")
   assert costs.compute_costs(plain, activation_bits=8).peak_activation_bytes == 2 * 128

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from nasq import data, export, export_onnx, models, train
+from nasq import costs, data, export, export_onnx, models, train
 from nasq.quant import QuantConfig
 from nasq.spaces import NB201Space, macro
 
@@ -138,3 +138,19 @@ def test_an_interrupted_export_leaves_the_previous_one_whole(tmp_path):
     export.write_atomically(out, {"model.tflite": b"new", "export_report.md": 3})
   assert (out / "model.tflite").read_bytes() == b"old"
   assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+@pytest.mark.parametrize(
+  "text",
+  [
+    "conv3:s1:c8 maxpool:s2 conv3:s1:c16",
+    "conv3:s2:c8 dwsep3:s1:c8:res avgpool:s1 conv1:s1:c16",
+    "conv3:s1:c8 conv3:s1:c8:res maxpool:s2 dwsep5:s1:c16",
+  ],
+)
+def test_cost_model_peak_memory_is_the_micro_runtimes_activation_arena(text):
+  arch = _arch(text)
+  net = export.fold(arch, _random_variables(arch, 8), 8, 0.5, 0.25)
+  images = np.random.default_rng(0).integers(0, 256, (4, 12, 12, 1)).astype(np.float32)
+  arena = export.micro_arena(export.to_tflite(net, images))
+  assert costs.compute_costs(arch, 8, 8).peak_activation_bytes == arena["head"]

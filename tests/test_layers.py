@@ -18,6 +18,7 @@ OPTIONAL = {
   "ai_edge_litert",
   "onnx",
   "onnxruntime",
+  "tflite_micro",
 }
 
 
