@@ -429,10 +429,15 @@ def export_report(
   num_test: int,
   model: bytes,
   summary: dict[str, Any],
+  arena: dict[str, int] | None = None,
 ) -> str:
+  """``export_report.md``: accuracies of the three models, sizes against the cost
+  model, and (given LiteRT Micro's ``arena``) peak memory against it."""
   c = costs_lib.compute_costs(arch, weight_bits)
   c8 = costs_lib.compute_costs(arch, 8)
   kernel_params = sum(u.kernel_params for u in c.layers)
+  exported = summary["weight_bytes"] + summary["bias_bytes"]
+  size8 = math.ceil(c8.model_size_bits / 8)
   lines = [
     "# Export report",
     "",
@@ -449,18 +454,31 @@ def export_report(
     "| size | bytes |",
     "|---|---|",
     f"| flatbuffer (model.tflite) | {len(model)} |",
-    f"| int8 weights in the flatbuffer | {summary['weight_bytes']} |",
+    f"| int8 weights in the flatbuffer ({kernel_params} in the cost model) | "
+    f"{summary['weight_bytes']} |",
     f"| int32 biases in the flatbuffer | {summary['bias_bytes']} |",
-    f"| cost model: kernels at 8 bits ({kernel_params} weights) | {kernel_params} |",
-    f"| cost model: model size at 8 bits | {math.ceil(c8.model_size_bits / 8)} |",
-    f"| cost model: model size at {weight_bits} bits | {math.ceil(c.model_size_bits / 8)} |",
-    f"| cost model: peak activation memory (int8) | {c.peak_activation_bytes} |",
-    "",
-    f"Operators: {', '.join(summary['operators'])}.",
-    "",
-    "Weights are stored as int8 (one scale per output channel); at "
-    f"{weight_bits} bits a runtime with packed int{weight_bits} kernels would need "
-    f"{math.ceil(kernel_params * min(weight_bits, 8) / 8)} bytes for them.",
-    "",
+    f"| weights + biases against the cost model's size at 8 bits ({size8}) | "
+    f"{exported} ({100 * (exported - size8) / size8:+.1f}%) |",
   ]
+  if weight_bits < 8:
+    lines.append(
+      f"| cost model: model size at {weight_bits} bits | {math.ceil(c.model_size_bits / 8)} |"
+    )
+  lines.append(
+    f"| cost model: peak activation memory (int8) | {c.peak_activation_bytes} |"
+  )
+  if arena:
+    lines += [
+      f"| LiteRT Micro arena: activations (head) | {arena['head']} |",
+      f"| LiteRT Micro arena: persistent runtime data (tail) | {arena['tail']} |",
+      f"| LiteRT Micro arena: total | {arena['total']} |",
+    ]
+  lines += ["", f"Operators: {', '.join(summary['operators'])}.", ""]
+  if weight_bits < 8:
+    lines += [
+      f"The {weight_bits}-bit weights are stored as int8 (one scale per output "
+      f"channel): LiteRT Micro has no packed int{weight_bits} kernels. Packed, they "
+      f"would take {math.ceil(kernel_params * weight_bits / 8)} bytes.",
+      "",
+    ]
   return "\n".join(lines)

@@ -68,9 +68,18 @@ def export_workdir(
     )
   )
   summary = export.tflite_summary(model)
+  arena = export.micro_arena(model)
   source, header = export.c_array(model)
   report = export.export_report(
-    arch, weight_bits, float(jax_acc), tflite_acc, onnx_acc, len(test), model, summary
+    arch,
+    weight_bits,
+    float(jax_acc),
+    tflite_acc,
+    onnx_acc,
+    len(test),
+    model,
+    summary,
+    arena,
   )
   export.write_atomically(
     out_dir,
@@ -89,5 +98,6 @@ def export_workdir(
     "onnx_accuracy": onnx_acc,
     "num_test": len(test),
     "flatbuffer_bytes": len(model),
+    "arena": arena,
     **summary,
   }
