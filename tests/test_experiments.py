@@ -131,7 +131,7 @@ def search_command(tmp_path, workdir, strategy="latent_bo"):
 def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
   fake_fashion_mnist(tmp_path, n_train=400, n_test=50)
   workdir = tmp_path / "search"
-  cmd = search_command(tmp_path, workdir)
+  cmd = search_command(tmp_path, workdir) + ["--config.export=True"]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = (workdir / "history.jsonl").read_text().splitlines()
@@ -152,10 +152,11 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
   final = [json.loads(x) for x in (workdir / "final.jsonl").read_text().splitlines()]
   assert len(final) == 1 and final[0]["test_accuracy"] is not None
 
-  # The best model exports: an int8 LiteRT flatbuffer, its C array and a report.
-  export_cmd = [sys.executable, "experiments/export.py", f"--workdir={workdir}"]
-  proc = subprocess.run(export_cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  # With export=True the best model is exported: an int8 LiteRT flatbuffer, its C
+  # array, an ONNX model and a report, listed in summary.json and report.md.
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert "model.tflite" in summary["export"]["files"], summary.get("export")
+  assert "## Export" in report
   tflite = (workdir / "export" / "model.tflite").read_bytes()
   assert tflite[4:8] == b"TFL3"  # the flatbuffer's file identifier
   assert (

@@ -27,10 +27,12 @@ from nasq import data as data_lib
 from nasq import evaluators, executors, report, strategies
 from nasq import train as train_lib
 from nasq.costs import Budget
+from nasq.export import ExportError
 from nasq.feasibility import check_budget
 from nasq.history import STATUS_DUPLICATE, STATUS_INFEASIBLE, STATUS_OK, History, Record
 from nasq.loop import run_strategy
 from nasq.quant import QuantConfig, check_bits
+from nasq.runs import export as export_run
 from nasq.runs.config import from_config, space_from_config, to_config, user_errors
 from nasq.spaces import SearchSpace, SpaceConfig, make_space, space_config
 
@@ -48,7 +50,7 @@ def _check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> N
     saved = json.loads(path.read_text())
     # Presentation and execution settings may change between runs (resume a search
     # begun on one machine with more workers, or on a cluster).
-    ignore = ("progress", "executor")
+    ignore = ("progress", "executor", "export")
     a = {k: v for k, v in saved.items() if k not in ignore}
     b = {k: v for k, v in current.items() if k not in ignore}
     if a != b:
@@ -263,7 +265,26 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
     search_seconds=search_seconds,
   )
   writer.close()
+  if config.export:
+    summary["export"] = _export(workdir)
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary
+
+
+def _export(workdir: Path) -> dict[str, Any]:
+  """Exports the best retrained model (``export.*`` files) and adds the export report to
+  report.md; a model that cannot be exported is recorded, and the search stands."""
+  try:
+    result = export_run.export_workdir(workdir)
+  except (ExportError, ImportError) as e:
+    print(f"export failed: {e}", flush=True)
+    return {"error": str(e)}
+  out = Path(result["dir"])
+  result["files"] = sorted(p.name for p in out.iterdir())
+  body = (out / "export_report.md").read_text().split("\n", 1)[1]
+  with open(workdir / "report.md", "a") as f:
+    f.write(f"\n## Export (`{out.name}/`: {', '.join(result['files'])})\n{body}")
+  return result
 
 
 def retrain_best(
@@ -375,6 +396,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.sweep_weight_bits = ()
   c.executor = to_config(executors.ExecutorConfig())  # Where evaluations run.
   c.progress = True  # Progress bars.
+  # Export the best retrained model (int8 .tflite, its C array, .onnx, a report) into
+  # workdir/export; needs the export extra (pip install -e .[export]).
+  c.export = False
   return c
 
 
