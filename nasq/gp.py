@@ -202,11 +202,13 @@ def standardize(y: Array, mask: Array | None = None) -> tuple[Array, Array, Arra
 
 
 def _flatten(params: GPParams) -> Array:
+  """[..., d + 3]: the hyperparameters as one vector (per leading index)."""
   return jnp.concatenate(
     [
       params.log_lengthscale,
-      jnp.stack([params.log_amplitude, params.log_noise, params.mean]),
-    ]
+      jnp.stack([params.log_amplitude, params.log_noise, params.mean], -1),
+    ],
+    -1,
   )
 
 
@@ -214,13 +216,35 @@ def _unflatten(theta: Array, d: int) -> GPParams:
   return GPParams(theta[:d], theta[d], theta[d + 1], theta[d + 2])
 
 
+def neg_log_posterior(
+  kernel: str, params: GPParams, x: Array, y: Array, mask: Array | None = None
+) -> Array:
+  """What a MAP fit minimizes: -(log marginal likelihood + log prior)."""
+  return -(log_marginal_likelihood(kernel, params, x, y, mask) + log_prior(params))
+
+
+def restart_points(
+  dim: int, centre: GPParams, key: PRNGKey, num_restarts: int
+) -> GPParams:
+  """``num_restarts`` starting points (leading axis) of a MAP fit: ``centre`` first,
+  then draws around the prior's centre."""
+  noise = jax.random.normal(key, (num_restarts, dim + 3))
+  base = default_params(dim)
+  starts = GPParams(
+    base.log_lengthscale + 0.75 * noise[:, :dim],
+    base.log_amplitude + 0.5 * noise[:, dim],
+    base.log_noise + noise[:, dim + 1],
+    base.mean + 0.2 * noise[:, dim + 2],
+  )
+  return jax.tree.map(lambda s, c: s.at[0].set(c), starts, centre)
+
+
 @functools.partial(jax.jit, static_argnames="kernel")
 def _neg_log_post_and_grad(kernel: str, theta: Array, x: Array, y: Array, mask: Array):
-  def loss(t):
-    p = _unflatten(t, x.shape[1])
-    return -(log_marginal_likelihood(kernel, p, x, y, mask) + log_prior(p))
-
-  return jax.value_and_grad(loss)(theta)
+  d = x.shape[1]
+  return jax.value_and_grad(
+    lambda t: neg_log_posterior(kernel, _unflatten(t, d), x, y, mask)
+  )(theta)
 
 
 def fit_map_lbfgs(
@@ -245,12 +269,11 @@ def fit_map_lbfgs(
   n, d = x.shape
   mask = jnp.ones(n, jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
   centre = default_params(d) if init is None else init
-  noise = np.asarray(jax.random.normal(key, (num_restarts, d + 3)))
-  spread = np.concatenate([np.full(d, 0.75), [0.5, 1.0, 0.2]])
-  base = np.asarray(_flatten(default_params(d)), np.float64)
-  starts = [np.asarray(_flatten(centre), np.float64)]
-  starts += [base + spread * noise[i] for i in range(1, num_restarts)]
-  bounds = [(None, None)] * (d + 1) + [(math.log(min_noise), 0.0), (None, None)]
+  starts = np.asarray(_flatten(restart_points(d, centre, key, num_restarts)), np.float64)
+  lower = np.full(d + 3, -np.inf)
+  upper = np.full(d + 3, np.inf)
+  lower[d + 1], upper[d + 1] = math.log(min_noise), 0.0  # the noise variance
+  bounds = scipy.optimize.Bounds(lower, upper)
 
   def fun(theta):
     value, grad = _neg_log_post_and_grad(kernel, jnp.asarray(theta), x64, y64, mask64)
@@ -259,8 +282,6 @@ def fit_map_lbfgs(
       return 1e10, np.zeros_like(grad)
     return value, grad
 
-  lower = [-np.inf if b[0] is None else b[0] for b in bounds]
-  upper = [np.inf if b[1] is None else b[1] for b in bounds]
   best, best_value = starts[0], math.inf
   # In float64, as BoTorch does: in float32 the line search stalls on rounding noise
   # once the noise variance nears its floor, far from the optimum.
@@ -299,21 +320,9 @@ def fit_map(
   ``init`` (warm start, e.g. the previous BO step's fit) replaces the centre as the
   first start; with ``num_restarts=1`` only it is refined."""
   d = x.shape[1]
-
-  def neg_log_post(p):
-    return -(log_marginal_likelihood(kernel, p, x, y, mask) + log_prior(p))
-
+  neg_log_post = functools.partial(neg_log_posterior, kernel, x=x, y=y, mask=mask)
   centre = default_params(d) if init is None else init
-  noise = jax.random.normal(key, (num_restarts, d + 3))
-  noise = noise.at[0].set(0.0)
-  base = default_params(d)
-  starts = GPParams(
-    base.log_lengthscale + 0.75 * noise[:, :d],
-    base.log_amplitude + 0.5 * noise[:, d],
-    base.log_noise + noise[:, d + 1],
-    base.mean + 0.2 * noise[:, d + 2],
-  )
-  starts = jax.tree.map(lambda s, c: s.at[0].set(c), starts, centre)
+  starts = restart_points(d, centre, key, num_restarts)
   tx = optax.adam(learning_rate)
 
   def run(p0):
