@@ -25,6 +25,7 @@ than its 4-bit one. TensorFlow, ai-edge-litert, onnx and onnxruntime come with t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -32,13 +33,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nasq import costs as costs_lib
+from nasq import data as data_lib
 from nasq import models, quant
 from nasq import train as train_lib
 from nasq.spaces.macro import WEIGHTED_KINDS, MacroArchitecture
@@ -263,26 +265,30 @@ def tflite_logits(model: bytes, images: np.ndarray, batch_size: int = 256) -> np
 
 
 def tflite_summary(model: bytes) -> dict[str, Any]:
-  """Operators and constant bytes of a flatbuffer: int8 weights, int32 biases."""
+  """Operators and constant bytes of a flatbuffer: int8 weights, int32 biases. The
+  constants are the operator inputs that no operator produces and the graph does not
+  take as input."""
   from ai_edge_litert.interpreter import Interpreter
 
   interpreter = Interpreter(model_content=model)
-  ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})
+  ops = interpreter._get_ops_details()
+  produced = {i for op in ops for i in op["outputs"]}
+  produced |= {t["index"] for t in interpreter.get_input_details()}
+  constants = {i for op in ops for i in op["inputs"]} - produced
   weight_bytes = bias_bytes = 0
-  inputs = {i for op in interpreter._get_ops_details() for i in op["inputs"]}
   for t in interpreter.get_tensor_details():
-    if t["index"] not in inputs or len(t["shape"]) == 0:
+    if t["index"] not in constants:
       continue
-    try:
-      value = interpreter.get_tensor(t["index"])
-    except ValueError:
-      continue
-    is_constant = t["name"] and not t["name"].startswith("serving_default")
-    if value.dtype == np.int8 and len(t["shape"]) >= 2 and is_constant:
-      weight_bytes += value.nbytes
-    elif value.dtype == np.int32 and len(t["shape"]) == 1 and is_constant:
-      bias_bytes += value.nbytes
-  return {"operators": ops, "weight_bytes": weight_bytes, "bias_bytes": bias_bytes}
+    nbytes = int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
+    if t["dtype"] == np.int8 and len(t["shape"]) >= 2:
+      weight_bytes += nbytes
+    elif t["dtype"] == np.int32 and len(t["shape"]) == 1:
+      bias_bytes += nbytes
+  return {
+    "operators": sorted({op["op_name"] for op in ops}),
+    "weight_bytes": weight_bytes,
+    "bias_bytes": bias_bytes,
+  }
 
 
 # --- LiteRT Micro arena ------------------------------------------------------------------
@@ -397,6 +403,13 @@ def load_checkpoint(arch: Any, weight_bits: int, path: str | Path) -> dict[str, 
     ) from e
 
 
+class _Variables(NamedTuple):
+  """What ``nasq.train.eval_step`` reads of a training state."""
+
+  params: Any
+  batch_stats: Any
+
+
 def jax_accuracy(
   arch: MacroArchitecture,
   weight_bits: int,
@@ -407,17 +420,20 @@ def jax_accuracy(
   batch_size: int = 500,
 ) -> float:
   """Test accuracy of the QAT model itself (Flax, inference mode), the export's
-  reference."""
+  reference, by the evaluation training uses (``nasq.train.evaluate``)."""
   model = models.build_model(arch, weight_bits)
-  mean, std = jnp.asarray(net.mean), jnp.asarray(net.std)
-  apply = jax.jit(
-    lambda v, x: model.apply(v, train_lib.normalize(x, mean=mean, std=std), train=False)
+  state = _Variables(variables["params"], variables.get("batch_stats", {}))
+  eval_fn = jax.jit(
+    functools.partial(
+      train_lib.eval_step,
+      model=model,
+      mean=jnp.asarray(net.mean),
+      std=jnp.asarray(net.std),
+    )
   )
-  correct = 0
-  for start in range(0, len(images), batch_size):
-    logits = apply(variables, images[start : start + batch_size])
-    correct += int(np.sum(np.argmax(logits, -1) == labels[start : start + batch_size]))
-  return correct / len(images)
+  split = data_lib.Split(np.asarray(images), np.asarray(labels, np.int32))
+  accuracy, _ = train_lib.evaluate(state, split, eval_fn, batch_size)
+  return accuracy
 
 
 def export_report(

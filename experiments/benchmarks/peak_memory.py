@@ -17,7 +17,6 @@ the runtime's fixed overhead (``tail``) would be a cost model error.
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
 import platform
 import statistics
@@ -25,11 +24,15 @@ import statistics
 import jax
 import numpy as np
 from absl import app, flags
+from ml_collections import config_flags
 
 from nasq import costs, export, models
 from nasq.runs.config import from_config, space_from_config
 from nasq.spaces import macro, make_space
 
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", "configs/default.py", "The search whose space and budgets are sampled."
+)
 _NUM_RANDOM = flags.DEFINE_integer("num_random", 20, "Random feasible architectures.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
@@ -65,10 +68,7 @@ def measure(arch):
 
 def main(argv):
   del argv
-  spec = importlib.util.spec_from_file_location("default", "configs/default.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = _CONFIG.value
   space = make_space(space_from_config(config.space))
   budget = from_config(costs.Budget, config.budget, "budget")
   archs = architectures(space, budget, _NUM_RANDOM.value, _SEED.value)
