@@ -13,17 +13,23 @@ Definitions (batch size 1 for everything below):
   conv/dense kernel at ``b`` bits (a layer of a mixed-precision architecture at its own
   width) plus, for each quantized kernel, one float32 scale per output channel; all
   other parameters (BatchNorm scale/bias, classifier bias) at 32 bits.
-* **peak_activation_bytes**: the most activation memory alive at once in a
-  layer-by-layer runtime that holds each layer's input and output buffers (plus the
-  intermediate of a depthwise-separable layer, every tensor a residual or a cell still
-  needs, and a residual addition's own output), at ``activation_bits`` per element. The
-  input image counts. This is what an optimal memory planner needs; LiteRT Micro's greedy
-  planner matched it exactly on most measured networks and needed one more buffer on
-  some with several residual layers (experiments/benchmarks/peak_memory.py).
+* **peak_activation_bytes**: the activation arena a microcontroller runtime needs for one
+  inference, at ``activation_bits`` per element. Macro networks: every activation tensor
+  of the layer-by-layer graph the exporter writes (``nasq/export.py``: the raw input and
+  its in-graph normalization, each convolution, depthwise intermediate, pooling and
+  residual addition output, the pooled features, the logits), each alive from the
+  operator that writes it to the last one that reads it, laid out by LiteRT Micro's
+  greedy memory planner (largest buffer first, each at the lowest offset that no
+  buffer alive at the same time occupies, every buffer 16-byte aligned). This equals the
+  runtime's measured activation arena (experiments/benchmarks/peak_memory.py), and is
+  at least the most bytes alive at once, which is what an optimal planner would need
+  (``macro_live_peak_elements``). NAS-Bench-201 cells (not exportable): the most bytes
+  alive at once, one buffer per cell node freed after its last use.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import math
@@ -263,7 +269,8 @@ def head_live_elements(last: Shape, num_classes: int) -> int:
   return max(_numel(last) + last[2], last[2] + num_classes)
 
 
-def macro_peak_elements(arch: MacroArchitecture) -> int:
+def macro_live_peak_elements(arch: MacroArchitecture) -> int:
+  """The most activation elements alive at once (a lower bound of the arena)."""
   shapes = arch.shapes()
   peak = max(
     (
@@ -273,6 +280,80 @@ def macro_peak_elements(arch: MacroArchitecture) -> int:
     default=0,
   )
   return max(peak, head_live_elements(shapes[-1], arch.num_classes))
+
+
+ARENA_ALIGNMENT = 16  # bytes; LiteRT Micro aligns every arena buffer to 16 bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Buffer:
+  """One activation tensor: its size and the operators (by index) that write it
+  (``first``; 0 for the graph input) and read it last (``last``)."""
+
+  elements: int
+  first: int
+  last: int
+
+
+def macro_buffers(arch: MacroArchitecture) -> list[Buffer]:
+  """Every activation tensor of the exported graph, in the order it is created: the raw
+  image, its normalization (a multiply, then an add), per layer its depthwise
+  intermediate (dwsep), its output and its residual sum, then the pooled features and
+  the logits. A residual layer's input is read by the addition, so it lives until then."""
+  shapes = arch.shapes()
+  live: list[list[int]] = [[_numel(shapes[0]), 0, 0]]  # elements, first, last
+
+  def write(elements: int, *reads: int) -> int:
+    op = len(live) - 1  # one new tensor per operator
+    for r in reads:
+      live[r][2] = op
+    live.append([elements, op, op])
+    return len(live) - 1
+
+  x = write(_numel(shapes[0]), 0)  # MUL
+  x = write(_numel(shapes[0]), x)  # ADD: the normalized image
+  for i, layer in enumerate(arch.layers):
+    inputs = x
+    if layer.kind == "dwsep":
+      x = write(_numel(_down(shapes[i], layer.stride, shapes[i][2])), x)
+    x = write(_numel(shapes[i + 1]), x)
+    if layer.residual:
+      x = write(_numel(shapes[i + 1]), x, inputs)
+  x = write(shapes[-1][2], x)  # MEAN
+  write(arch.num_classes, x)  # FULLY_CONNECTED: the graph output
+  return [Buffer(*b) for b in live]
+
+
+def greedy_arena_bytes(sizes: Sequence[int], buffers: Sequence[Buffer]) -> int:
+  """Bytes of the arena LiteRT Micro's greedy memory planner lays ``buffers`` out in,
+  ``sizes[i]`` bytes each (aligned up to ``ARENA_ALIGNMENT``): largest first (equal
+  sizes latest created first, as its stable sort of the reversed list leaves them),
+  each at the lowest offset where it overlaps no placed buffer alive at the same time."""
+  aligned = [-(-n // ARENA_ALIGNMENT) * ARENA_ALIGNMENT for n in sizes]
+  order = sorted(range(len(buffers)), key=lambda i: (-aligned[i], -i))
+  offsets: list[int] = []  # placed buffers' offsets, ascending
+  placed: list[int] = []  # their indices, in the same order
+  end = 0
+  for i in order:
+    b, offset = buffers[i], 0
+    for at, j in zip(offsets, placed, strict=True):
+      other = buffers[j]
+      if other.first > b.last or b.first > other.last:
+        continue  # never alive together
+      if at - offset >= aligned[i]:
+        break  # the gap before ``j`` holds it
+      offset = max(offset, at + aligned[j])
+    k = bisect.bisect_right(offsets, offset)  # after those at the same offset
+    offsets.insert(k, offset)
+    placed.insert(k, i)
+    end = max(end, offset + aligned[i])
+  return end
+
+
+def macro_arena_bytes(arch: MacroArchitecture, activation_bits: int) -> int:
+  buffers = macro_buffers(arch)
+  sizes = [math.ceil(b.elements * activation_bits / 8) for b in buffers]
+  return greedy_arena_bytes(sizes, buffers)
 
 
 # --- NAS-Bench-201 ----------------------------------------------------------------------
@@ -382,16 +463,18 @@ def compute_costs(
       f"activation_bits must be one of (8, 16, 32), got {activation_bits!r}"
     )
   if isinstance(arch, MacroArchitecture):
-    units, peak = macro_units(arch, weight_bits), macro_peak_elements(arch)
+    units = macro_units(arch, weight_bits)
+    peak_bytes = macro_arena_bytes(arch, activation_bits)
   elif isinstance(arch, NB201Architecture):
-    units, peak = nb201_units(arch, weight_bits), nb201_peak_elements(arch)
+    units = nb201_units(arch, weight_bits)
+    peak_bytes = math.ceil(nb201_peak_elements(arch) * activation_bits / 8)
   else:
     raise TypeError(f"no cost model for architecture type {type(arch).__name__}")
   return Costs(
     params=sum(u.params for u in units),
     macs=sum(u.macs for u in units),
     model_size_bits=sum(u.model_size_bits for u in units),
-    peak_activation_bytes=math.ceil(peak * activation_bits / 8),
+    peak_activation_bytes=peak_bytes,
     weight_bits=weight_bits,
     activation_bits=activation_bits,
     layers=tuple(units),

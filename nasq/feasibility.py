@@ -1,9 +1,11 @@
 """What a whole space can reach: the smallest value of each cost over every architecture,
 and the refusal of budgets no architecture (or too few) can meet, before any search.
 
-Exact and fast: the macro space's costs add up (or, for peak memory, take a maximum)
-layer by layer along its automaton, so the minima are shortest paths through it;
-NAS-Bench-201's 15,625 cells are enumerated.
+Fast: the macro space's params, MACs and size add up layer by layer along its
+automaton, so their exact minima are shortest paths through it; for peak memory the
+path cost is the largest live set of any layer, a lower bound of the planned arena
+(``costs.macro_live_peak_elements``), so a budget below it is surely impossible.
+NAS-Bench-201's 15,625 cells are enumerated (exact).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def minimum_costs(
   space: SearchSpace, weight_bits: int = FLOAT_BITS, activation_bits: int = 8
 ) -> dict[str, float]:
   """The smallest value each budgeted cost takes over the whole space, each minimized on
-  its own: exact, from the space's rules alone (no sampling)."""
+  its own, from the space's rules alone (no sampling): exact, except the macro space's
+  peak activation memory, a lower bound (no architecture needs less)."""
   if isinstance(space, MacroSpace):
     return dict(_macro_minimum_costs(space, weight_bits, activation_bits))
   summaries = all_costs(space, weight_bits, activation_bits)
@@ -46,8 +49,10 @@ def _macro_minimum_costs(
   space: MacroSpace, weight_bits: int, activation_bits: int
 ) -> tuple[tuple[str, float], ...]:
   """Shortest paths through the space's automaton: params, MACs and model size add up
-  layer by layer (the classifier charged to the option that closes the network); peak
-  activation memory is the largest layer's, so its path cost is a maximum."""
+  layer by layer (the classifier charged to the option that closes the network); for
+  peak activation memory, the largest live set of a layer (a lower bound of the arena,
+  which also holds the image's normalization and is laid out by a planner), so its path
+  cost is a maximum."""
   a = space.automaton
   additive = np.zeros((3,) + a.option_valid.shape)  # params, MACs, size bits
   peak = np.zeros(a.option_valid.shape)
@@ -121,8 +126,8 @@ def check_budget(
     limit = getattr(budget, field)
     if limit is not None and smallest[field] > limit:
       raise ImpossibleBudgetError(
-        f"budget.{field}={limit:g} is below the smallest {field} of any architecture "
-        f"of the {space.name} space ({smallest[field]:g} at {weight_bits}-bit weights, "
+        f"budget.{field}={limit:g} is below the smallest {field} any architecture "
+        f"of the {space.name} space can have ({smallest[field]:g} at {weight_bits}-bit weights, "
         f"{activation_bits}-bit activations): no architecture fits; raise "
         f"budget.{field} to at least {smallest[field]:g} or change the space"
       )

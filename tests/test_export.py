@@ -146,6 +146,7 @@ def test_an_interrupted_export_leaves_the_previous_one_whole(tmp_path):
     "conv3:s1:c8 maxpool:s2 conv3:s1:c16",
     "conv3:s2:c8 dwsep3:s1:c8:res avgpool:s1 conv1:s1:c16",
     "conv3:s1:c8 conv3:s1:c8:res maxpool:s2 dwsep5:s1:c16",
+    "conv3:s1:c8 dwsep3:s1:c8:res dwsep3:s1:c8:res",  # the planner fragments
   ],
 )
 def test_cost_model_peak_memory_is_the_micro_runtimes_activation_arena(text):

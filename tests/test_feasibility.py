@@ -46,7 +46,12 @@ def test_minimum_costs_against_brute_force(config):
   for bits, act in ((4, 8), (32, 16)):
     summaries = [costs.compute_costs(a, bits, act).summary() for a in every]
     got = feasibility.minimum_costs(space, bits, act)
-    assert got == {f: min(s[f] for s in summaries) for f in costs.BUDGET_FIELDS}
+    exact = ("params", "macs", "model_size_bits")
+    assert {f: got[f] for f in exact} == {f: min(s[f] for s in summaries) for f in exact}
+    # Peak memory: the smallest largest-live-set, a lower bound of the planned arena.
+    live = min(costs.macro_live_peak_elements(a) * act // 8 for a in every)
+    assert got["peak_activation_bytes"] == live
+    assert live <= min(s["peak_activation_bytes"] for s in summaries)
 
 
 def test_impossible_budgets_are_refused_naming_the_smallest_value():

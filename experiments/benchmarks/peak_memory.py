@@ -11,8 +11,10 @@ on their values) and run once by the ``tflite-micro`` interpreter, whose recordi
 allocator reports the arena: ``head`` (activation buffers, as its memory planner lays
 them out), ``tail`` (persistent runtime data: tensor structs, op data, quantization
 parameters) and ``total``. The cost model's ``peak_activation_bytes`` (8-bit
-activations) is compared with ``head``; an under-estimate of the whole arena beyond
-the runtime's fixed overhead (``tail``) would be a cost model error.
+activations; the exported graph's buffers laid out as LiteRT Micro's greedy planner
+does) is compared with ``head``; an under-estimate of the whole arena beyond the
+runtime's fixed overhead (``tail``) would be a cost model error. The largest live set
+(the most bytes alive at once, what an optimal planner needs) is printed beside it.
 """
 
 from __future__ import annotations
@@ -78,27 +80,33 @@ def main(argv):
   rows = []
   for arch in archs:
     predicted = costs.compute_costs(arch, 4, 8).peak_activation_bytes
+    live = costs.macro_live_peak_elements(arch)  # 8-bit: one byte an element
     arena = measure(arch)
-    rows.append((arch.to_string(), predicted, arena))
+    rows.append((arch.to_string(), predicted, live, arena))
     print(
-      f"{predicted:7d} predicted, arena head {arena['head']:7d} tail {arena['tail']:5d}: "
-      f"{arch.to_string()}",
+      f"{predicted:7d} predicted ({live:7d} live), arena head {arena['head']:7d} "
+      f"tail {arena['tail']:5d}: {arch.to_string()}",
       flush=True,
     )
-  print("\n| architecture | cost model (B) | arena head (B) | tail (B) | error vs head |")
-  print("|---|---|---|---|---|")
+  print(
+    "\n| architecture | cost model (B) | largest live set (B) | arena head (B) | "
+    "tail (B) | error vs head |"
+  )
+  print("|---|---|---|---|---|---|")
   errors = []
-  for text, predicted, arena in rows:
+  for text, predicted, live, arena in rows:
     err = (predicted - arena["head"]) / arena["head"]
     errors.append(err)
     print(
-      f"| `{text}` | {predicted} | {arena['head']} | {arena['tail']} | {100 * err:+.1f}% |"
+      f"| `{text}` | {predicted} | {live} | {arena['head']} | {arena['tail']} | "
+      f"{100 * err:+.1f}% |"
     )
+  exact = sum(p == a["head"] for _, p, _, a in rows)
   under = [
-    (t, p, a) for t, p, a in rows if a["total"] - p > a["tail"]
+    (t, p, a) for t, p, _, a in rows if a["total"] - p > a["tail"]
   ]  # beyond the fixed overhead
   print(
-    f"\n{len(rows)} architectures; relative error of the cost model against the "
+    f"\n{len(rows)} architectures, {exact} to the byte; relative error of the cost model against the "
     f"arena's activation part: median {100 * statistics.median(errors):+.1f}%, "
     f"max |error| {100 * max(abs(e) for e in errors):.1f}%; under-estimates of the "
     f"whole arena beyond its persistent part: {len(under)}"
