@@ -7,6 +7,12 @@ already evaluated, the record says which). Each record is one line, written with
 one partial last line. ``History.open`` drops such a line (it was never acknowledged) and
 continues numbering after the last complete record, so a rerun with the same workdir
 resumes without losing or repeating a record.
+
+A record's ``fidelity`` is 0 for the search's own evaluations and ``k >= 1`` for a
+promotion to rung ``k`` of successive halving (``nasq.promotion``): the same
+architecture trained longer. The search-level queries (``evaluated``, ``successful``,
+``num_evaluated``, ``best``, duplicate detection) look at fidelity 0 unless told
+otherwise, so promotions never count as the search's evaluations or as duplicates.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class Record:
   seconds: float = 0.0  # evaluation wall time
   duplicate_of: int | None = None  # index of the evaluated record it repeats
   reason: str = ""  # why it was rejected or failed
+  fidelity: int = 0  # 0: the search's evaluation; k >= 1: promotion rung k
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -70,7 +77,7 @@ class History:
     self.records = records
     self._by_tokens = {}
     for r in records:
-      if r.status in EVALUATED:
+      if r.status in EVALUATED and r.fidelity == 0:
         self._by_tokens.setdefault(r.tokens, r.index)
 
   @classmethod
@@ -124,25 +131,26 @@ class History:
     finally:
       os.close(fd)
     self.records.append(record)
-    if record.status in EVALUATED:
+    if record.status in EVALUATED and record.fidelity == 0:
       self._by_tokens.setdefault(record.tokens, record.index)
     return record
 
   def evaluated_index(self, tokens: tuple[int, ...]) -> int | None:
-    """Index of the evaluated record of these tokens, or None."""
+    """Index of the search's evaluated record of these tokens, or None."""
     return self._by_tokens.get(tuple(tokens))
 
-  def evaluated(self) -> list[Record]:
-    return [r for r in self.records if r.status in EVALUATED]
+  def evaluated(self, fidelity: int | None = 0) -> list[Record]:
+    """Evaluated records (ok or failed) at ``fidelity`` (None: every fidelity)."""
+    return [
+      r for r in self.records if r.status in EVALUATED and fidelity in (None, r.fidelity)
+    ]
 
-  def successful(self) -> list[Record]:
-    return [r for r in self.records if r.status == STATUS_OK]
+  def successful(self, fidelity: int | None = 0) -> list[Record]:
+    return [r for r in self.evaluated(fidelity) if r.status == STATUS_OK]
 
-  def num_evaluated(self, source: str | None = None) -> int:
-    return sum(
-      1 for r in self.records if r.status in EVALUATED and source in (None, r.source)
-    )
+  def num_evaluated(self, source: str | None = None, fidelity: int | None = 0) -> int:
+    return sum(1 for r in self.evaluated(fidelity) if source in (None, r.source))
 
-  def best(self) -> Record | None:
-    ok = self.successful()
+  def best(self, fidelity: int | None = 0) -> Record | None:
+    ok = self.successful(fidelity)
     return max(ok, key=lambda r: r.objective) if ok else None

@@ -67,8 +67,10 @@ def write_report(
   num_initial: int,
   objective_kind: str,
   search_seconds: float = 0.0,
+  rung_names: Sequence[str] = (),
 ) -> dict[str, Any]:
-  """Writes report.md, pareto_size.png, pareto_macs.png, best_so_far.png, summary.json."""
+  """Writes report.md, pareto_size.png, pareto_macs.png, best_so_far.png, summary.json.
+  ``rung_names``: the fidelity of each promotion rung (``nasq.promotion``), if any."""
   ok = [r for r in history.successful() if r.metrics.get("val_accuracy") is not None]
   feasible = lambda r: budget.fits(r.costs)  # noqa: E731
   for cost, scale, unit, name in (
@@ -116,20 +118,36 @@ def write_report(
       f"validation accuracy {best.metrics['val_accuracy']:.4f}.",
       "",
     ]
+  rungs = promotion_summary(history, rung_names)
+  if rungs:
+    lines += [
+      "## Successive halving (the best candidates trained longer, rung by rung)",
+      "",
+      "| rung | fidelity | evaluated | failed | best objective | best architecture |",
+      "|---|---|---|---|---|---|",
+    ]
+    for r in rungs:
+      best_r = "-" if r["best"] is None else f"{r['best']['objective']:.4f}"
+      arch = "-" if r["best"] is None else f"`{r['best']['arch']}`"
+      lines.append(
+        f"| {r['rung']} | {r['fidelity']} | {r['evaluated']} | {r['failed']} | "
+        f"{best_r} | {arch} |"
+      )
+    lines.append("")
   lines += [
     "## Retrained models (train+validation, test accuracy)",
     "",
-    "| # | architecture | test accuracy | search objective | params | MACs | size (kB) "
-    "| peak act. (B) |",
+    "| # | architecture | test accuracy | search objective (rung) | params | MACs | "
+    "size (kB) | peak act. (B) |",
     "|---|---|---|---|---|---|---|---|",
   ]
   for f in sorted(finals, key=lambda d: -(d["test_accuracy"] or -1)):
     c = f["costs"]
     acc = "failed" if f["test_accuracy"] is None else f"{f['test_accuracy']:.4f}"
     lines.append(
-      f"| {f['index']} | `{f['arch']}` | {acc} | {f['search_objective']:.4f} | "
-      f"{c['params']:.0f} | {c['macs']:.0f} | {c['model_size_bits'] / 8000:.2f} | "
-      f"{c['peak_activation_bytes']:.0f} |"
+      f"| {f['index']} | `{f['arch']}` | {acc} | {f['search_objective']:.4f} "
+      f"({f.get('fidelity', 0)}) | {c['params']:.0f} | {c['macs']:.0f} | "
+      f"{c['model_size_bits'] / 8000:.2f} | {c['peak_activation_bytes']:.0f} |"
     )
   lines += [
     "",
@@ -147,10 +165,31 @@ def write_report(
     "best_search": None
     if best is None
     else {"index": best.index, "arch": best.arch, "objective": best.objective},
+    "promotion": rungs,
     "final": finals,
   }
   (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary
+
+
+def promotion_summary(history: History, rung_names: Sequence[str]) -> list[dict]:
+  """Per promotion rung: its fidelity, evaluations, failures and best record."""
+  out = []
+  for k, name in enumerate(rung_names, start=1):
+    evaluated = history.evaluated(k)
+    best = history.best(k)
+    out.append(
+      {
+        "rung": k,
+        "fidelity": name,
+        "evaluated": len(evaluated),
+        "failed": sum(r.status != STATUS_OK for r in evaluated),
+        "best": None
+        if best is None
+        else {"index": best.index, "arch": best.arch, "objective": best.objective},
+      }
+    )
+  return out
 
 
 def plot_bit_width_fronts(

@@ -131,13 +131,25 @@ def search_command(tmp_path, workdir, strategy="latent_bo"):
 def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
   fake_fashion_mnist(tmp_path, n_train=400, n_test=50)
   workdir = tmp_path / "search"
-  cmd = search_command(tmp_path, workdir) + ["--config.export=True"]
+  cmd = search_command(tmp_path, workdir) + [
+    "--config.export=True",
+    "--config.promotion.rungs=2x0",  # the 2 best trained again, 2 epochs
+  ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = (workdir / "history.jsonl").read_text().splitlines()
   records = [json.loads(x) for x in lines]
-  evaluated = [r for r in records if r["status"] in ("ok", "failed")]
+  evaluated = [
+    r for r in records if r["status"] in ("ok", "failed") and r["fidelity"] == 0
+  ]
   assert len(evaluated) == 5
+  # Successive halving: the 2 best of the search (min_keep) at rung 1.
+  promoted = [r for r in records if r["fidelity"] == 1]
+  best_two = sorted(
+    (r for r in evaluated if r["status"] == "ok"), key=lambda r: -r["objective"]
+  )[:2]
+  assert [r["tokens"] for r in promoted] == [r["tokens"] for r in best_two]
+  assert {r["source"] for r in promoted} == {"promotion"}
   assert len({tuple(r["tokens"]) for r in evaluated}) == 5
   assert all(r["costs"]["model_size_bits"] <= 8000 for r in evaluated)
   # The initial design, then latent BO's own proposals (not its random fallback).
@@ -151,6 +163,10 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
   assert any((workdir / "tensorboard").iterdir())
   final = [json.loads(x) for x in (workdir / "final.jsonl").read_text().splitlines()]
   assert len(final) == 1 and final[0]["test_accuracy"] is not None
+  # The retrained model is the best at the highest rung.
+  top = max((r for r in promoted if r["status"] == "ok"), key=lambda r: r["objective"])
+  assert (final[0]["index"], final[0]["fidelity"]) == (top["index"], 1)
+  assert "## Successive halving" in report
 
   # With export=True the best model is exported: an int8 LiteRT flatbuffer, its C
   # array, an ONNX model and a report, listed in summary.json and report.md.

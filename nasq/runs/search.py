@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from nasq import autoencoder as ae_lib
 from nasq import data as data_lib
 from nasq import evaluators, executors, report, strategies
+from nasq import promotion as promotion_lib
 from nasq import train as train_lib
 from nasq.costs import Budget
 from nasq.export import ExportError
@@ -78,6 +79,7 @@ class SearchSettings:
   final_train: train_lib.TrainConfig
   executor: executors.ExecutorConfig
   quantization: QuantConfig
+  promotion: promotion_lib.PromotionConfig
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> SearchSettings:
@@ -111,6 +113,7 @@ class SearchSettings:
       final_train=from_config(train_lib.TrainConfig, config.final_train, "final_train"),
       executor=from_config(executors.ExecutorConfig, config.executor, "executor"),
       quantization=QuantConfig(config.weight_bits, config.activation_bits),
+      promotion=from_config(promotion_lib.PromotionConfig, config.promotion, "promotion"),
     )
 
 
@@ -241,6 +244,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
   finally:
     executor.close()
   bar.close()
+  _promote(settings, space, history, writer, config.progress)
   search_seconds = time.perf_counter() - start
 
   finals = retrain_best(
@@ -263,12 +267,69 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
     num_initial=config.num_initial,
     objective_kind=settings.objective.kind,
     search_seconds=search_seconds,
+    rung_names=[str(r) for r in settings.promotion.parsed],
   )
   writer.close()
   if config.export:
     summary["export"] = _export(workdir)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary
+
+
+def _promote(
+  settings: SearchSettings,
+  space: SearchSpace,
+  history: History,
+  writer: SummaryWriter,
+  progress: bool,
+) -> None:
+  """Successive halving over the search's candidates (``nasq.promotion``)."""
+  rungs = settings.promotion.parsed
+  if not rungs:
+    return
+  planned = promotion_lib.num_planned(len(history.successful()), settings.promotion)
+  bar = tqdm(
+    total=sum(planned),
+    initial=sum(len(history.evaluated(k)) for k in range(1, len(rungs) + 1)),
+    desc=f"promotion ({', '.join(map(str, rungs))})",
+    unit="eval",
+    disable=not progress,
+    dynamic_ncols=True,
+  )
+
+  def make_executor(rung: promotion_lib.Rung) -> executors.Executor:
+    data_config = dataclasses.replace(settings.data, train_size=rung.train_images)
+    train_config = dataclasses.replace(settings.train, epochs=rung.epochs)
+    return executors.make_executor(
+      settings.executor,
+      factory=functools.partial(
+        evaluators.build_qat_evaluator,
+        data_config,
+        train_config,
+        settings.quantization,
+      ),
+    )
+
+  def on_record(record: Record) -> None:
+    bar.update(1)
+    if record.objective is not None:
+      writer.add_scalar(
+        f"promotion/rung{record.fidelity}", record.objective, record.index
+      )
+    best = history.best(record.fidelity)
+    if best is not None:
+      bar.set_postfix(rung=record.fidelity, best=f"{best.objective:.4f}")
+
+  with user_errors():
+    promotion_lib.run_promotions(
+      history,
+      space,
+      settings.promotion,
+      settings.objective,
+      make_executor,
+      on_record,
+    )
+  bar.close()
 
 
 def _export(workdir: Path) -> dict[str, Any]:
@@ -309,9 +370,7 @@ def retrain_best(
           done.append(json.loads(line))
         except json.JSONDecodeError:
           break  # a torn last line: that retraining reruns
-  ok = [r for r in history.successful() if budget.fits(r.costs)]
-  ok.sort(key=lambda r: r.objective, reverse=True)
-  chosen = ok[:num_final]
+  chosen = promotion_lib.ranked_for_retraining(history, budget)[:num_final]
   finished = {d["index"] for d in done}
   if all(r.index in finished for r in chosen):
     return [d for d in done if d["index"] in {r.index for r in chosen}]
@@ -331,6 +390,7 @@ def retrain_best(
       "index": r.index,
       "arch": r.arch,
       "search_objective": r.objective,
+      "fidelity": r.fidelity,
       "status": result.status,
       "test_accuracy": result.metrics.get("test_accuracy"),
       "seconds": result.seconds,
@@ -395,6 +455,9 @@ def default_config() -> ml_collections.ConfigDict:
   # one search at weight_bits.
   c.sweep_weight_bits = ()
   c.executor = to_config(executors.ExecutorConfig())  # Where evaluations run.
+  # Successive halving after the search (nasq.promotion.PromotionConfig): the best
+  # candidates trained again at longer fidelities, rung by rung, before retraining.
+  c.promotion = to_config(promotion_lib.PromotionConfig())
   c.progress = True  # Progress bars.
   # Export the best retrained model (int8 .tflite, its C array, .onnx, a report) into
   # workdir/export; needs the export extra (pip install -e .[export]).
