@@ -4,7 +4,7 @@ and the refusal of budgets no architecture (or too few) can meet, before any sea
 Fast: the macro space's params, MACs and size add up layer by layer along its
 automaton, so their exact minima are shortest paths through it; for peak memory the
 path cost is the largest live set of any layer, a lower bound of the planned arena
-(``costs.macro_live_peak_elements``), so a budget below it is surely impossible.
+(``arena.macro_live_peak_elements``), so a budget below it is surely impossible.
 NAS-Bench-201's 15,625 cells are enumerated (exact).
 """
 
@@ -15,14 +15,13 @@ import math
 
 import numpy as np
 
+from nasq.arena import head_live_elements, layer_live_elements
 from nasq.costs import (
   BUDGET_FIELDS,
   FLOAT_BITS,
   Budget,
   classifier_cost,
   compute_costs,
-  head_live_elements,
-  layer_live_elements,
   macro_units,
 )
 from nasq.spaces import MacroSpace, SearchSpace

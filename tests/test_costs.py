@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasq import costs
+from nasq import arena, costs
 from nasq.models import build_model
 from nasq.spaces import MacroSpace, NB201Space, NB201SpaceConfig, macro
 
@@ -113,7 +113,7 @@ def test_residual_layers_hold_their_input_until_the_addition():
 def test_the_exported_graphs_buffers_and_their_lifetimes():
   text = "conv3:s1:c8 dwsep3:s1:c8:res"
   arch = macro.space_for_string(text, (4, 4, 1), 10).parse(text)
-  got = [(b.elements, b.first, b.last) for b in costs.macro_buffers(arch)]
+  got = [(b.elements, b.first, b.last) for b in arena.macro_buffers(arch)]
   assert got == [
     (16, 0, 0),  # raw image, read by the normalization's multiply (op 0)
     (16, 0, 1),  # multiply, read by the add
@@ -128,22 +128,22 @@ def test_the_exported_graphs_buffers_and_their_lifetimes():
 
 
 def test_the_greedy_planner_can_need_more_than_the_largest_live_set():
-  b = costs.Buffer
+  b = arena.Buffer
   buffers = [b(48, 0, 0), b(32, 1, 2), b(32, 2, 3), b(16, 0, 1)]
   # At most 64 bytes are alive at once (ops 0 and 2). Largest first: the 48 at 0; of
   # the two 32s the later-created one first, at 0 (not alive with the 48); the other
   # is alive with it, so at 32; the 16 is alive with the 48 (0..48) and with the 32 at
   # 32..64, so it goes at 64: an 80-byte arena.
-  assert costs.greedy_arena_bytes([x.elements for x in buffers], buffers) == 80
+  assert arena.greedy_arena_bytes([x.elements for x in buffers], buffers) == 80
   # Sizes are aligned up to 16 bytes.
-  assert costs.greedy_arena_bytes([1, 17], [b(1, 0, 0), b(17, 0, 1)]) == 16 + 32
+  assert arena.greedy_arena_bytes([1, 17], [b(1, 0, 0), b(17, 0, 1)]) == 16 + 32
 
 
 def test_two_residual_layers_fragment_the_arena():
   text = "conv3:s1:c8 dwsep3:s1:c8:res dwsep3:s1:c8:res"
   arch = macro.space_for_string(text, (12, 12, 1), 10).parse(text)
   # Three 1,152-byte buffers are alive at once at most, but the planner needs four.
-  assert costs.macro_live_peak_elements(arch) == 3 * 1152
+  assert arena.macro_live_peak_elements(arch) == 3 * 1152
   assert costs.compute_costs(arch, activation_bits=8).peak_activation_bytes == 4 * 1152
 
 

@@ -29,6 +29,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from nasq import costs, export, models
+from nasq.arena import macro_live_peak_elements
 from nasq.runs.config import from_config, space_from_config
 from nasq.spaces import macro, make_space
 
@@ -80,7 +81,7 @@ def main(argv):
   rows = []
   for arch in archs:
     predicted = costs.compute_costs(arch, 4, 8).peak_activation_bytes
-    live = costs.macro_live_peak_elements(arch)  # 8-bit: one byte an element
+    live = macro_live_peak_elements(arch)  # 8-bit: one byte an element
     arena = measure(arch)
     rows.append((arch.to_string(), predicted, live, arena))
     print(
