@@ -38,10 +38,12 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {
+  # Fashion-MNIST and MNIST train without augmentation by default; crop_padding is what
+  # train.augment="crop_flip" pads them by.
   "fashion_mnist": DatasetInfo(
-    (28, 28, 1), 10, "none", 0, ("idx", "tfds"), "fashion_mnist"
+    (28, 28, 1), 10, "none", 2, ("idx", "tfds"), "fashion_mnist"
   ),
-  "mnist": DatasetInfo((28, 28, 1), 10, "none", 0, ("tfds",), "mnist"),
+  "mnist": DatasetInfo((28, 28, 1), 10, "none", 2, ("tfds",), "mnist"),
   "cifar10": DatasetInfo((32, 32, 3), 10, "crop_flip", 4, ("tfds",), "cifar10"),
   "cifar100": DatasetInfo((32, 32, 3), 100, "crop_flip", 4, ("tfds",), "cifar100"),
   "stl10": DatasetInfo((96, 96, 3), 10, "crop_flip", 12, ("tfds",), "stl10"),

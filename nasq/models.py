@@ -95,6 +95,7 @@ class MacroCNN(nn.Module):
   conv: ModuleDef = QuantConv
   dense: ModuleDef = QuantDense
   norm: ModuleDef = BatchNorm
+  float_weights: bool = False  # True: no layer quantized, whatever its own width
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -102,6 +103,7 @@ class MacroCNN(nn.Module):
     norm = functools.partial(self.norm, use_running_average=not train)
     for i, layer in enumerate(self.arch.layers):
       bits = layer.weight_bits if layer.weight_bits is not None else self.weight_bits
+      bits = FLOAT_BITS if self.float_weights else bits
       quantizer = WeightQuantizer(bits)
       inputs = x
       if layer.kind == "conv":
@@ -133,7 +135,7 @@ class MacroCNN(nn.Module):
     x = global_avg_pool(x)
     return self.dense(
       self.arch.num_classes,
-      quantizer=WeightQuantizer(self.weight_bits),
+      quantizer=WeightQuantizer(FLOAT_BITS if self.float_weights else self.weight_bits),
       name="classifier",
     )(x)
 
@@ -204,14 +206,18 @@ class NB201Network(nn.Module):
 
 
 def build_model(
-  arch: MacroArchitecture | NB201Architecture, weight_bits: int = FLOAT_BITS
+  arch: MacroArchitecture | NB201Architecture,
+  weight_bits: int = FLOAT_BITS,
+  float_weights: bool = False,
 ) -> nn.Module:
-  """The Flax model of ``arch`` with ``weight_bits``-bit weights (32: float)."""
+  """The Flax model of ``arch`` with ``weight_bits``-bit weights (32: float); with
+  ``float_weights``, every kernel float (a mixed-precision network's too), with the
+  same variables."""
   check_bits(weight_bits)
   if isinstance(arch, MacroArchitecture):
-    return MacroCNN(arch, weight_bits)
+    return MacroCNN(arch, weight_bits, float_weights=float_weights)
   if isinstance(arch, NB201Architecture):
-    return NB201Network(arch, weight_bits)
+    return NB201Network(arch, FLOAT_BITS if float_weights else weight_bits)
   raise TypeError(f"no model for architecture type {type(arch).__name__}")
 
 

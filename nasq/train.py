@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from nasq import costs as costs_lib
 from nasq import data as data_lib
 from nasq.models import build_model, init_variables
-from nasq.quant import QuantConfig
+from nasq.quant import FLOAT_BITS, QuantConfig
 from nasq.spaces import Architecture
 
 Array = jax.Array
@@ -35,6 +35,7 @@ PRNGKey = jax.Array
 Batch = dict[str, Array]
 STATUS_OK, STATUS_FAILED = "ok", "failed"
 OPTIMIZERS = ("adamw", "sgd")
+AUGMENTS = ("dataset", "none", "crop_flip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,14 @@ class TrainConfig:
   warmup_epochs: float = 1.0  # Linear warmup length, in epochs.
   weight_decay: float = 5e-4  # Decoupled weight decay on conv/dense kernels only.
   label_smoothing: float = 0.0  # Label smoothing of the cross-entropy.
+  # Training augmentation: "dataset" (the dataset's own: crop_flip for CIFAR and STL-10,
+  # none for Fashion-MNIST), "none", or "crop_flip" (random crop after zero padding of
+  # crop_padding pixels, or the dataset's padding when 0, and horizontal flip).
+  augment: str = "dataset"
+  crop_padding: int = 0
+  # Epochs trained with float weights before quantization-aware training starts (a
+  # float warm start inside one learning-rate schedule); 0: QAT from the first step.
+  float_epochs: int = 0
   seed: int = 0  # Initialization, shuffling and augmentation seed.
   final: bool = False  # True: train on train+validation and report test accuracy.
   progress: bool = True  # Show a progress bar.
@@ -61,6 +70,21 @@ class TrainConfig:
       raise ValueError(
         f"train.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
       )
+    if self.augment not in AUGMENTS:
+      raise ValueError(f"train.augment must be one of {AUGMENTS}, got {self.augment!r}")
+    if self.crop_padding < 0:
+      raise ValueError(f"train.crop_padding must be >= 0, got {self.crop_padding}")
+    if not 0 <= self.float_epochs < max(self.epochs, 1):
+      raise ValueError(
+        f"train.float_epochs must be in [0, train.epochs) = [0, {self.epochs}), got "
+        f"{self.float_epochs}"
+      )
+
+  def augmentation(self, data: data_lib.Dataset) -> tuple[str, int]:
+    """(augmentation, crop padding) for ``data``."""
+    if self.augment == "dataset":
+      return data.augment, data.crop_padding
+    return self.augment, self.crop_padding or data.crop_padding
 
 
 def data_parallel_shardings(config: TrainConfig) -> tuple[Any, Any] | None:
@@ -292,18 +316,23 @@ def train_and_evaluate(
     place_batch = functools.partial(jax.device_put, device=shardings[0])
     place_state = functools.partial(jax.device_put, device=shardings[1])
   mean, std = jnp.asarray(data.mean), jnp.asarray(data.std)
-  step_fn = jax.jit(
-    functools.partial(
+  augment, crop_padding = config.augmentation(data)
+
+  def make_step(m: nn.Module) -> Callable:
+    step = functools.partial(
       train_step,
-      model=model,
+      model=m,
       mean=mean,
       std=std,
-      augment=data.augment,
-      crop_padding=data.crop_padding,
+      augment=augment,
+      crop_padding=crop_padding,
       label_smoothing=config.label_smoothing,
-    ),
-    donate_argnums=0,
-  )
+    )
+    return jax.jit(step, donate_argnums=0)
+
+  step_fn = make_step(model)
+  # A float warm start: the same variables, every kernel unquantized.
+  float_step_fn = make_step(build_model(architecture, FLOAT_BITS, float_weights=True))
   eval_fn = jax.jit(functools.partial(eval_step, model=model, mean=mean, std=std))
   key = jax.random.key(config.seed)
   init_key, aug_key = jax.random.split(key)
@@ -325,7 +354,8 @@ def train_and_evaluate(
       for batch in data_lib.train_batches(
         train_split, config.batch_size, config.seed, epoch
       ):
-        state, metrics = step_fn(state, place_batch(batch), aug_key)
+        step = float_step_fn if epoch < config.float_epochs else step_fn
+        state, metrics = step(state, place_batch(batch), aug_key)
         loss_sum, acc_sum = loss_sum + metrics["loss"], acc_sum + metrics["accuracy"]
         bar.update(1)
       train_loss = float(loss_sum) / steps_per_epoch

@@ -1,3 +1,5 @@
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -171,3 +173,57 @@ def test_a_network_without_batchnorm_trains():
     arch, QuantConfig(4), synthetic_dataset(256), small_config(epochs=1)
   )
   assert r.status == "ok" and r.val_accuracy is not None
+
+
+def test_a_float_warm_start_trains_unquantized_then_quantized():
+  ds = synthetic_dataset(n=512)
+  config = small_config(epochs=2)
+  warm = train.train_and_evaluate(
+    ARCH, QuantConfig(4), ds, dataclasses.replace(config, float_epochs=1)
+  )
+  floating = train.train_and_evaluate(ARCH, QuantConfig(32), ds, config)
+  qat = train.train_and_evaluate(ARCH, QuantConfig(4), ds, config)
+  # Epoch 1 is the float run's to the bit (same variables, schedule and batches);
+  # epoch 2 trains with 4-bit kernels, so it leaves the float run.
+  first = [r.epoch_metrics[0]["train_loss"] for r in (warm, floating, qat)]
+  assert first[0] == first[1] != first[2]
+  assert warm.epoch_metrics[1]["train_loss"] != floating.epoch_metrics[1]["train_loss"]
+
+
+def test_float_weights_override_a_mixed_precision_network():
+  text = "conv3:s2:c8:w2 conv3:s2:c16:w8"
+  arch = macro.space_for_string(text, (28, 28, 1), 10).parse(text)
+  x = jax.random.normal(jax.random.key(1), (2, 28, 28, 1))
+  variables = models.init_variables(
+    models.build_model(arch, 4), (28, 28, 1), jax.random.key(0)
+  )
+  plain = macro.space_for_string("conv3:s2:c8 conv3:s2:c16", (28, 28, 1), 10).parse(
+    "conv3:s2:c8 conv3:s2:c16"
+  )
+  as_float = models.build_model(arch, 4, float_weights=True).apply(variables, x)
+  reference = models.build_model(plain, 32).apply(variables, x)
+  quantized = models.build_model(arch, 4).apply(variables, x)
+  np.testing.assert_array_equal(as_float, reference)
+  assert not np.allclose(as_float, quantized)
+
+
+def test_augmentation_choice_and_its_errors():
+  ds = synthetic_dataset(n=256)
+  assert train.TrainConfig().augmentation(ds) == ("none", 2)  # Fashion-MNIST's own
+  assert train.TrainConfig(augment="crop_flip").augmentation(ds) == ("crop_flip", 2)
+  padded = train.TrainConfig(augment="crop_flip", crop_padding=3)
+  assert padded.augmentation(ds) == ("crop_flip", 3)
+  config = small_config(epochs=1)
+  plain = train.train_and_evaluate(ARCH, QuantConfig(4), ds, config)
+  augmented = train.train_and_evaluate(
+    ARCH, QuantConfig(4), ds, dataclasses.replace(config, augment="crop_flip")
+  )
+  assert plain.train_loss != augmented.train_loss  # the augmentation reached the step
+  with pytest.raises(ValueError, match="train.augment must be one of"):
+    train.TrainConfig(augment="flip")
+  with pytest.raises(
+    ValueError, match=r"train.float_epochs must be in \[0, train.epochs\)"
+  ):
+    train.TrainConfig(epochs=3, float_epochs=3)
+  with pytest.raises(ValueError, match="train.crop_padding must be >= 0"):
+    train.TrainConfig(crop_padding=-1)
