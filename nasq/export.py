@@ -84,6 +84,9 @@ class FoldedNetwork:
   layers: tuple[FoldedLayer, ...]
   dense_kernel: np.ndarray
   dense_bias: np.ndarray
+  # Learned 8-bit ranges by tap name (integer-faithful QAT), honoured by the export;
+  # empty: every range is calibrated on images.
+  ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
 def _check_exportable(arch: Any) -> MacroArchitecture:
@@ -110,11 +113,19 @@ def fold(
   std: Any,
 ) -> FoldedNetwork:
   """The network of ``variables`` (trained at ``weight_bits``) with fake-quantized
-  kernels and BatchNorm (running statistics) folded into each convolution."""
+  kernels and BatchNorm (running statistics) folded into each convolution (exact: the
+  per-channel weight scales absorb BatchNorm's per-channel factor, see
+  ``nasq.quant.QuantConfig``), and the learned activation ranges (``*_aq``) of
+  integer-faithful QAT, if any."""
   arch = _check_exportable(arch)
   params = variables["params"]
   stats = variables.get("batch_stats", {})
   bits = costs_lib.kernel_modules_bits(arch, weight_bits)
+  ranges = {
+    name: (float(v["min"]), float(v["max"]))
+    for name, v in stats.items()
+    if name.endswith("_aq")
+  }
 
   def conv(name: str, bn: str, stride: int, depthwise: bool) -> FoldedConv:
     try:
@@ -153,6 +164,7 @@ def fold(
     tuple(layers),
     np.asarray(quant.fake_quantize(np.asarray(dense["kernel"]), bits["classifier"])),
     np.asarray(dense["bias"], np.float32),
+    ranges,
   )
 
 
@@ -172,8 +184,10 @@ def _tf():
 
 def tf_forward(net: FoldedNetwork, taps: list | None = None):
   """A function of raw pixels [n, H, W, C] (float, 0..255) to logits, in TensorFlow.
-  With ``taps``, each call appends the tensors an int8 model quantizes, in order (the
-  normalized input, every layer's outputs, the pooled features, the logits)."""
+  With ``taps``, each call appends (name, tensor) for every tensor an int8 model
+  quantizes, in order (the normalized input, every layer's outputs, the pooled
+  features, the logits). A tensor with a learned range (``net.ranges``) passes through
+  TensorFlow's FakeQuant op there, whose range the int8 converter then uses."""
   tf = _tf()
   act = {
     "relu": tf.nn.relu,
@@ -183,34 +197,39 @@ def tf_forward(net: FoldedNetwork, taps: list | None = None):
   a = (1.0 / (255.0 * net.std)).astype(np.float32)
   b = (-net.mean / net.std).astype(np.float32)
 
-  def tap(x):
+  def tap(x, name):
+    if name in net.ranges:
+      lo, hi = net.ranges[name]
+      x = tf.quantization.fake_quant_with_min_max_args(x, min=lo, max=hi, num_bits=8)
     if taps is not None:
-      taps.append(x)
+      taps.append((name, x))
     return x
 
-  def conv(x, c: FoldedConv):
+  def conv(x, c: FoldedConv, name: str):
     strides = (1, c.stride, c.stride, 1)
     if c.depthwise:
       kernel = np.transpose(c.kernel, (0, 1, 3, 2))  # H, W, C, multiplier 1
       y = tf.nn.depthwise_conv2d(x, kernel, strides, "SAME")
     else:
       y = tf.nn.conv2d(x, c.kernel, strides, "SAME")
-    return tap(act(tf.nn.bias_add(y, c.bias)))
+    return tap(act(tf.nn.bias_add(y, c.bias)), name)
 
   def forward(images):
-    x = tap(images * a + b)
-    for layer in net.layers:
+    x = tap(images * a + b, "input_aq")
+    for i, layer in enumerate(net.layers):
       inputs = x
-      if layer.kind in WEIGHTED_KINDS:
-        for c in layer.convs:
-          x = conv(x, c)
+      if layer.kind == "conv":
+        x = conv(x, layer.convs[0], f"layer{i}_aq")
+      elif layer.kind == "dwsep":
+        x = conv(x, layer.convs[0], f"layer{i}_dw_aq")
+        x = conv(x, layer.convs[1], f"layer{i}_pw_aq")
       else:
         pool = tf.nn.max_pool2d if layer.kind == "maxpool" else tf.nn.avg_pool2d
-        x = tap(pool(x, layer.window, layer.stride, "SAME"))
+        x = tap(pool(x, layer.window, layer.stride, "SAME"), f"layer{i}_pool")
       if layer.residual:
-        x = tap(x + inputs)
-    x = tap(tf.reduce_mean(x, axis=(1, 2)))
-    return tap(tf.matmul(x, net.dense_kernel) + net.dense_bias)
+        x = tap(x + inputs, f"layer{i}_res_aq")
+    x = tap(tf.reduce_mean(x, axis=(1, 2)), "features_aq")
+    return tap(tf.matmul(x, net.dense_kernel) + net.dense_bias, "logits_aq")
 
   return forward
 
@@ -386,13 +405,15 @@ def write_atomically(directory: Path, files: dict[str, bytes | str]) -> None:
     raise
 
 
-def load_checkpoint(arch: Any, weight_bits: int, path: str | Path) -> dict[str, Any]:
+def load_checkpoint(
+  arch: Any, weight_bits: int, path: str | Path, integer_qat: bool = False
+) -> dict[str, Any]:
   """Variables of ``arch`` restored from an orbax checkpoint, or an ``ExportError``
   naming the checkpoint and what is wrong with it."""
   path = Path(path)
   if not path.exists():
     raise ExportError(f"no checkpoint at {path}")
-  model = models.build_model(arch, weight_bits)
+  model = models.build_model(arch, weight_bits, integer_qat=integer_qat)
   like = models.init_variables(model, tuple(arch.input_shape), jax.random.key(0))
   try:
     return train_lib.load_checkpoint(str(path), like)
@@ -417,11 +438,12 @@ def jax_accuracy(
   images: np.ndarray,
   labels: np.ndarray,
   net: FoldedNetwork,
+  integer_qat: bool = False,
   batch_size: int = 500,
 ) -> float:
   """Test accuracy of the QAT model itself (Flax, inference mode), the export's
   reference, by the evaluation training uses (``nasq.train.evaluate``)."""
-  model = models.build_model(arch, weight_bits)
+  model = models.build_model(arch, weight_bits, integer_qat=integer_qat)
   state = _Variables(variables["params"], variables.get("batch_stats", {}))
   eval_fn = jax.jit(
     functools.partial(
@@ -439,6 +461,7 @@ def jax_accuracy(
 def export_report(
   arch: MacroArchitecture,
   weight_bits: int,
+  integer_qat: bool,
   jax_accuracy: float,
   tflite_accuracy: float,
   onnx_accuracy: float,
@@ -457,11 +480,18 @@ def export_report(
   lines = [
     "# Export report",
     "",
-    f"Architecture: `{arch.to_string()}`, trained with {weight_bits}-bit weights.",
+    f"Architecture: `{arch.to_string()}`, trained with {weight_bits}-bit weights"
+    + (
+      ", integer-faithful QAT (BatchNorm folded, 8-bit activations; the export uses "
+      "its learned ranges)."
+      if integer_qat
+      else " (weight-only QAT; activation ranges calibrated on training images)."
+    ),
     "",
     f"| model | test accuracy ({num_test} images) |",
     "|---|---|",
-    f"| JAX QAT (float activations) | {jax_accuracy:.4f} |",
+    f"| JAX QAT ({'8-bit' if integer_qat else 'float'} activations) | "
+    f"{jax_accuracy:.4f} |",
     f"| model.tflite, int8, LiteRT interpreter | {tflite_accuracy:.4f} "
     f"({100 * (tflite_accuracy - jax_accuracy):+.2f} points) |",
     f"| model.onnx, int8 QDQ, onnxruntime | {onnx_accuracy:.4f} "

@@ -12,17 +12,26 @@ from __future__ import annotations
 import numpy as np
 
 from nasq.export import ExportError, FoldedNetwork, tf_forward
+from nasq.quant import nudge_range
 from nasq.spaces.macro import WEIGHTED_KINDS
 
 
 def activation_ranges(
   net: FoldedNetwork, images: np.ndarray
 ) -> list[tuple[float, float]]:
-  """(min, max) of every tensor ``tf_forward`` taps, over the calibration images, each
-  widened to hold 0 (so 0 is exact, as int8 runtimes require)."""
+  """(min, max) of every tensor ``tf_forward`` taps: its learned range (nudged, as the
+  int8 converter uses it) where integer-faithful QAT learned one, else its range over
+  the calibration images, widened to hold 0 (so 0 is exact, as int8 runtimes need)."""
   taps: list = []
   tf_forward(net, taps)(np.asarray(images, np.float32))
-  return [(min(float(np.min(t)), 0.0), max(float(np.max(t)), 0.0)) for t in taps]
+  out = []
+  for name, t in taps:
+    if name in net.ranges:
+      lo, hi, _ = nudge_range(*(np.float32(v) for v in net.ranges[name]))
+      out.append((float(lo), float(hi)))
+    else:
+      out.append((min(float(np.min(t)), 0.0), max(float(np.max(t)), 0.0)))
+  return out
 
 
 def _int8_params(lo: float, hi: float) -> tuple[float, int]:

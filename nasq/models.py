@@ -20,7 +20,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nasq.quant import FLOAT_BITS, QuantConv, QuantDense, WeightQuantizer, check_bits
+from nasq.quant import (
+  FLOAT_BITS,
+  ActivationQuantizer,
+  QuantConv,
+  QuantDense,
+  WeightQuantizer,
+  check_bits,
+)
 from nasq.spaces.macro import WEIGHTED_KINDS, MacroArchitecture
 from nasq.spaces.nb201 import NB201Architecture
 
@@ -96,48 +103,69 @@ class MacroCNN(nn.Module):
   dense: ModuleDef = QuantDense
   norm: ModuleDef = BatchNorm
   float_weights: bool = False  # True: no layer quantized, whatever its own width
+  # Integer-faithful QAT (QuantConfig.integer_qat): 8-bit activations wherever the int8
+  # export quantizes (ActivationQuantizer modules named *_aq).
+  integer_qat: bool = False
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     act = ACTIVATIONS[self.arch.activation]
     norm = functools.partial(self.norm, use_running_average=not train)
+
+    def aq(x: Array, name: str) -> Array:
+      return ActivationQuantizer(name=name)(x, train) if self.integer_qat else x
+
+    def conv_bn(x, features, size, stride, groups, quantizer, name, bn):
+      y = self.conv(features, size, stride, groups, quantizer=quantizer, name=name)(x)
+      return norm(name=bn)(y)
+
+    x = aq(x, "input_aq")
     for i, layer in enumerate(self.arch.layers):
       bits = layer.weight_bits if layer.weight_bits is not None else self.weight_bits
       bits = FLOAT_BITS if self.float_weights else bits
       quantizer = WeightQuantizer(bits)
       inputs = x
       if layer.kind == "conv":
-        x = self.conv(
+        x = conv_bn(
+          x,
           layer.channels,
           layer.kernel_size,
           layer.stride,
-          quantizer=quantizer,
-          name=f"layer{i}_conv",
-        )(x)
-        x = act(norm(name=f"layer{i}_bn")(x))
+          1,
+          quantizer,
+          f"layer{i}_conv",
+          f"layer{i}_bn",
+        )
+        x = aq(act(x), f"layer{i}_aq")
       elif layer.kind == "dwsep":
-        x = self.conv(
-          x.shape[-1],
+        c = x.shape[-1]
+        x = conv_bn(
+          x,
+          c,
           layer.kernel_size,
           layer.stride,
-          feature_group_count=x.shape[-1],
-          quantizer=quantizer,
-          name=f"layer{i}_dw",
-        )(x)
-        x = act(norm(name=f"layer{i}_dw_bn")(x))
-        x = self.conv(layer.channels, 1, quantizer=quantizer, name=f"layer{i}_pw")(x)
-        x = act(norm(name=f"layer{i}_pw_bn")(x))
-      else:
+          c,
+          quantizer,
+          f"layer{i}_dw",
+          f"layer{i}_dw_bn",
+        )
+        x = aq(act(x), f"layer{i}_dw_aq")
+        x = conv_bn(
+          x, layer.channels, 1, 1, 1, quantizer, f"layer{i}_pw", f"layer{i}_pw_bn"
+        )
+        x = aq(act(x), f"layer{i}_pw_aq")
+      else:  # int8 pooling keeps its input's quantization: no range of its own
         x = pool(x, layer.kind[:3], layer.kernel_size, layer.stride)
       if layer.residual:
         assert layer.kind in WEIGHTED_KINDS and x.shape == inputs.shape
-        x = x + inputs
-    x = global_avg_pool(x)
-    return self.dense(
+        x = aq(x + inputs, f"layer{i}_res_aq")
+    x = aq(global_avg_pool(x), "features_aq")
+    x = self.dense(
       self.arch.num_classes,
       quantizer=WeightQuantizer(FLOAT_BITS if self.float_weights else self.weight_bits),
       name="classifier",
     )(x)
+    return aq(x, "logits_aq")
 
 
 class ReLUConvBN(nn.Module):
@@ -209,13 +237,21 @@ def build_model(
   arch: MacroArchitecture | NB201Architecture,
   weight_bits: int = FLOAT_BITS,
   float_weights: bool = False,
+  integer_qat: bool = False,
 ) -> nn.Module:
   """The Flax model of ``arch`` with ``weight_bits``-bit weights (32: float); with
   ``float_weights``, every kernel float (a mixed-precision network's too), with the
-  same variables."""
+  same variables; with ``integer_qat`` (macro networks), integer-faithful QAT."""
   check_bits(weight_bits)
   if isinstance(arch, MacroArchitecture):
-    return MacroCNN(arch, weight_bits, float_weights=float_weights)
+    return MacroCNN(
+      arch, weight_bits, float_weights=float_weights, integer_qat=integer_qat
+    )
+  if integer_qat:
+    raise ValueError(
+      f"integer_qat supports macro networks (the exportable ones), not "
+      f"{type(arch).__name__}"
+    )
   if isinstance(arch, NB201Architecture):
     return NB201Network(arch, FLOAT_BITS if float_weights else weight_bits)
   raise TypeError(f"no model for architecture type {type(arch).__name__}")

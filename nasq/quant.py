@@ -139,6 +139,55 @@ class QuantDense(nn.Module):
     return x @ self.quantizer(kernel).astype(x.dtype) + bias
 
 
+# --- activations (integer-faithful QAT) --------------------------------------------------
+
+ACT_LEVELS = 256  # 8-bit activations
+
+
+def nudge_range(lo: Array, hi: Array) -> tuple[Array, Array, Array]:
+  """(min, max, scale) of an 8-bit range moved so that 0.0 is exactly a level: the
+  rule TensorFlow's FakeQuant ops and its int8 converter apply (zero point rounded half
+  up inside [0, 255])."""
+  scale = (hi - lo) / (ACT_LEVELS - 1)
+  safe = jnp.where(scale > 0, scale, 1.0)
+  zero = jnp.floor(jnp.clip(-lo / safe, 0, ACT_LEVELS - 1) + 0.5)
+  return -zero * scale, (ACT_LEVELS - 1 - zero) * scale, scale
+
+
+def fake_quantize_activation(x: Array, lo: Array, hi: Array) -> Array:
+  """8-bit per-tensor quantize-dequantize of ``x`` in the nudged ``[lo, hi]``, as
+  ``tf.quantization.fake_quant_with_min_max_args`` computes it; the gradient passes
+  inside the range and is zero outside. An empty range (before any statistics) passes
+  ``x`` through."""
+  nlo, nhi, scale = nudge_range(lo, hi)
+  ok = scale > 0
+  inv = 1.0 / jnp.where(ok, scale, 1.0)
+  clipped = jnp.clip(x, nlo, nhi)
+  q = jnp.floor((clipped - nlo) * inv + 0.5) * scale + nlo
+  return jnp.where(ok, clipped + jax.lax.stop_gradient(q - clipped), x)
+
+
+class ActivationQuantizer(nn.Module):
+  """8-bit fake quantization of one activation tensor, per tensor, at a point the int8
+  export quantizes. The range is an exponential moving average of the training
+  batches' min and max (each widened to hold 0), started at the first batch; stored
+  in ``batch_stats`` (``min``, ``max``), so checkpoints carry it to the export."""
+
+  momentum: float = 0.99
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    lo = self.variable("batch_stats", "min", jnp.zeros, (), jnp.float32)
+    hi = self.variable("batch_stats", "max", jnp.zeros, (), jnp.float32)
+    if train and not self.is_initializing():
+      batch_lo = jnp.minimum(jax.lax.stop_gradient(jnp.min(x)), 0.0)
+      batch_hi = jnp.maximum(jax.lax.stop_gradient(jnp.max(x)), 0.0)
+      m = jnp.where(hi.value > lo.value, self.momentum, 0.0)  # first batch: take it
+      lo.value = m * lo.value + (1 - m) * batch_lo
+      hi.value = m * hi.value + (1 - m) * batch_hi
+    return fake_quantize_activation(x, lo.value, hi.value)
+
+
 @dataclasses.dataclass(frozen=True)
 class IntegerWeights:
   """A deployable quantized kernel: ``codes * scale`` (scale per output channel)."""
@@ -187,16 +236,28 @@ class QuantConfig:
     weight_bits: model-wide weight bit width (2..8, or 32 for float); layers of a
       mixed-precision architecture override it with their own.
     activation_bits: bits per activation element of the deployed runtime (8, 16 or 32);
-      used by ``nasq.costs`` for peak activation memory (activations are not
-      fake-quantized in training).
+      used by ``nasq.costs`` for peak activation memory.
+    integer_qat: train what the int8 export computes (macro networks): every
+      activation the int8 model quantizes is fake-quantized to 8 bits with a learned
+      (moving-average) range, which the export then uses. BatchNorm needs no folding
+      in training: with symmetric per-output-channel weight quantization, quantizing a
+      kernel and then scaling each output channel by BatchNorm's factor is the same as
+      quantizing the folded kernel (each channel's scale absorbs the factor), so the
+      export's folded kernels are exactly the trained ones. False: weights only.
   """
 
   weight_bits: int = FLOAT_BITS
   activation_bits: int = 8
+  integer_qat: bool = False
 
   def __post_init__(self):
     check_bits(self.weight_bits, "quant.weight_bits")
     if self.activation_bits not in (8, 16, 32):
       raise ValueError(
         f"quant.activation_bits must be one of (8, 16, 32), got {self.activation_bits!r}"
+      )
+    if self.integer_qat and self.activation_bits != 8:
+      raise ValueError(
+        f"integer_qat trains 8-bit activations: activation_bits must be 8, got "
+        f"{self.activation_bits}"
       )

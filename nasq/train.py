@@ -298,7 +298,9 @@ def train_and_evaluate(
   costs = costs_lib.compute_costs(
     architecture, quantization.weight_bits, quantization.activation_bits
   ).summary()
-  model = build_model(architecture, quantization.weight_bits)
+  model = build_model(
+    architecture, quantization.weight_bits, integer_qat=quantization.integer_qat
+  )
   train_split = data.train_and_val() if config.final else data.train
   steps_per_epoch = len(train_split) // config.batch_size
   if steps_per_epoch < 1:
@@ -332,7 +334,14 @@ def train_and_evaluate(
 
   step_fn = make_step(model)
   # A float warm start: the same variables, every kernel unquantized.
-  float_step_fn = make_step(build_model(architecture, FLOAT_BITS, float_weights=True))
+  float_step_fn = make_step(
+    build_model(
+      architecture,
+      FLOAT_BITS,
+      float_weights=True,
+      integer_qat=quantization.integer_qat,
+    )
+  )
   eval_fn = jax.jit(functools.partial(eval_step, model=model, mean=mean, std=std))
   key = jax.random.key(config.seed)
   init_key, aug_key = jax.random.split(key)

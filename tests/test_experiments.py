@@ -34,6 +34,7 @@ def test_train_entry_point(tmp_path, fake_fashion_mnist):
     "--config.train.progress=False",
     "--config.arch=conv3:s2:c8:w8 maxpool:s2 dwsep3:s1:c16:w4",
     "--config.space.weight_bits_choices=(2, 4, 8)",
+    "--config.integer_qat=True",  # 8-bit activations with learned ranges
   ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,7 +47,7 @@ def test_train_entry_point(tmp_path, fake_fashion_mnist):
   # The checkpoint restores the trained model: it scores the validation split exactly
   # as the run reported.
   arch = resolve_architecture(ml_collections.ConfigDict(config))
-  model = models.build_model(arch, 4)
+  model = models.build_model(arch, 4, integer_qat=True)
   template = models.init_variables(model, arch.input_shape, jax.random.key(1))
   variables = train.load_checkpoint(str(workdir / "checkpoint"), template)
   ds = data.load_dataset(data.DataConfig(data_dir=str(tmp_path), val_size=100))
@@ -61,7 +62,9 @@ def test_train_entry_point(tmp_path, fake_fashion_mnist):
   assert proc.returncode == 0, proc.stderr[-3000:]
   for name in ("model.tflite", "model.onnx", "model_data.cc", "model_data.h"):
     assert (workdir / "export" / name).stat().st_size > 0, name
-  assert "dwsep3:s1:c16:w4" in (workdir / "export" / "export_report.md").read_text()
+  export_report = (workdir / "export" / "export_report.md").read_text()
+  assert "dwsep3:s1:c16:w4" in export_report
+  assert "integer-faithful QAT" in export_report and "JAX QAT (8-bit" in export_report
 
 
 def test_train_autoencoder_entry_point_and_cache(tmp_path):

@@ -5,8 +5,10 @@ import jax
 import numpy as np
 import onnx
 import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
-from nasq import costs, data, export, export_onnx, models, train
+from nasq import costs, data, export, export_onnx, models, quant, train
 from nasq.quant import QuantConfig
 from nasq.spaces import NB201Space, macro
 
@@ -56,22 +58,92 @@ def test_the_folded_graph_computes_what_the_qat_model_computes(activation):
   np.testing.assert_allclose(got, np.asarray(want), rtol=1e-4, atol=1e-4)
 
 
-def test_int8_tflite_keeps_the_accuracy_of_a_trained_model():
+def test_activation_fake_quantization_is_tensorflows():
+  x = np.random.default_rng(0).normal(0, 2, 20_000).astype(np.float32)
+  for lo, hi in [(-1.3, 2.7), (0.0, 6.0), (-5.0, -0.5), (0.3, 2.0), (-0.02, 3.1)]:
+    got = quant.fake_quantize_activation(x, np.float32(lo), np.float32(hi))
+    want = tf.quantization.fake_quant_with_min_max_args(x, min=lo, max=hi, num_bits=8)
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-6)  # same levels
+    assert len(np.unique(np.asarray(got))) <= 256
+  # The gradient passes inside the (nudged) range, and not outside it.
+  grad = jax.grad(lambda v: quant.fake_quantize_activation(v, -1.0, 1.0).sum())(
+    np.array([-3.0, -0.5, 0.2, 0.9, 4.0], np.float32)
+  )
+  np.testing.assert_array_equal(grad, [0, 1, 1, 1, 0])
+
+
+def test_activation_ranges_follow_the_training_batches():
+  q = quant.ActivationQuantizer(momentum=0.5)
+  v = q.init(jax.random.key(0), np.zeros((2,), np.float32), train=False)
+  assert float(v["batch_stats"]["min"]) == float(v["batch_stats"]["max"]) == 0.0
+  x = np.array([0.5, 2.0], np.float32)
+  out, v = q.apply(v, x, train=False, mutable=["batch_stats"])
+  np.testing.assert_array_equal(out, x)  # no range yet: passed through
+  _, v = q.apply(v, x, train=True, mutable=["batch_stats"])  # the first batch: taken
+  assert (float(v["batch_stats"]["min"]), float(v["batch_stats"]["max"])) == (0.0, 2.0)
+  _, v = q.apply(
+    v, np.array([-1.0, 1.0], np.float32), train=True, mutable=["batch_stats"]
+  )
+  assert (float(v["batch_stats"]["min"]), float(v["batch_stats"]["max"])) == (-0.5, 1.5)
+
+
+def test_integer_qat_exports_the_network_it_trained():
+  arch = _arch(
+    "conv3:s1:c8 dwsep3:s1:c8:res avgpool:s2 dwsep5:s1:c16 maxpool:s2 conv1:s1:c16:res"
+  )
+  model = models.build_model(arch, 4, integer_qat=True)
+  variables = models.init_variables(model, (12, 12, 1), jax.random.key(0))
+  mean, std = np.array([0.3], np.float32), np.array([0.25], np.float32)
+  rng = np.random.default_rng(1)
+  stats = variables["batch_stats"]
+  for _ in range(3):  # training batches set the statistics and the ranges
+    batch = rng.integers(0, 256, (16, 12, 12, 1)).astype(np.float32)
+    _, updates = model.apply(
+      {"params": variables["params"], "batch_stats": stats},
+      train.normalize(batch, mean=mean, std=std),
+      train=True,
+      mutable=["batch_stats"],
+    )
+    stats = updates["batch_stats"]
+  variables = {"params": variables["params"], "batch_stats": stats}
+  net = export.fold(arch, variables, 4, mean, std)
+  assert set(net.ranges) == {k for k in stats if k.endswith("_aq")}
+  assert len(net.ranges) == 11  # input, 1 + 2 + 2 + 1 layer outputs, 2 sums, head
+  images = rng.integers(0, 256, (64, 12, 12, 1)).astype(np.float32)
+  got = np.asarray(export.tf_forward(net)(images))
+  want = np.asarray(
+    model.apply(variables, train.normalize(images, mean=mean, std=std), train=False)
+  )
+  # Both compute on the same 8-bit grids; a value on a rounding boundary can land one
+  # level apart (the two convolutions sum in different orders) and carry on.
+  lo, hi = net.ranges["logits_aq"]
+  step = (hi - lo) / 255
+  diff = np.abs(got - want)
+  assert np.median(diff) < 1e-5 and diff.max() <= 3 * step + 1e-5
+
+
+@pytest.mark.parametrize("integer_qat", [False, True], ids=["weights", "integer"])
+def test_int8_tflite_keeps_the_accuracy_of_a_trained_model(integer_qat):
   # Real Fashion-MNIST: a small 4-bit QAT network trained briefly.
   ds = data.load_dataset(data.DataConfig(train_size=4000, test_size=1000, val_size=500))
   arch = _arch(
     "conv3:s2:c16 dwsep3:s1:c16:res conv3:s2:c32 maxpool:s2", shape=(28, 28, 1)
   )
   config = train.TrainConfig(epochs=2, batch_size=64, eval_batch_size=500, progress=False)
-  result = train.train_and_evaluate(arch, QuantConfig(4), ds, config)
+  result = train.train_and_evaluate(arch, QuantConfig(4, 8, integer_qat), ds, config)
   assert result.status == "ok"
   net = export.fold(arch, result.variables, 4, ds.mean, ds.std)
+  assert bool(net.ranges) == integer_qat
   model = export.to_tflite(net, ds.train.images[:200])
   logits = export.tflite_logits(model, ds.test.images)
   int8 = np.argmax(logits, -1)
   jax_acc = export.jax_accuracy(
-    arch, 4, result.variables, ds.test.images, ds.test.labels, net
+    arch, 4, result.variables, ds.test.images, ds.test.labels, net, integer_qat
   )
+  if integer_qat:  # the converter took the learned range of the logits
+    out = Interpreter(model_content=model).get_output_details()[0]
+    lo, hi, scale = quant.nudge_range(*(np.float32(v) for v in net.ranges["logits_aq"]))
+    assert out["quantization"][0] == pytest.approx(float(scale), rel=1e-6)
   assert jax_acc > 0.6  # it learned something, so agreement is not between two guesses
   int8_acc = float(np.mean(int8 == ds.test.labels))
   assert abs(int8_acc - jax_acc) <= 0.01

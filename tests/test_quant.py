@@ -54,3 +54,23 @@ def test_bad_bits(bits):
     quant.WeightQuantizer(bits)
   with pytest.raises(ValueError, match="quant.weight_bits"):
     quant.QuantConfig(bits)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_folding_batchnorm_commutes_with_per_channel_quantization(bits):
+  """Why the export may fold BatchNorm after quantizing: each output channel's scale
+  absorbs the channel's BatchNorm factor (of either sign), so scaling a quantized
+  kernel per channel is quantizing the scaled kernel."""
+  rng = np.random.default_rng(bits)
+  kernel = rng.normal(size=(3, 3, 4, 6)).astype(np.float32)
+  factor = rng.uniform(0.2, 3.0, 6).astype(np.float32) * rng.choice([-1, 1], 6)
+  folded_then_quantized = quant.fake_quantize(kernel * factor, bits)
+  quantized_then_folded = quant.fake_quantize(kernel, bits) * factor
+  np.testing.assert_allclose(folded_then_quantized, quantized_then_folded, rtol=1e-5)
+
+  # Per-tensor quantization would not commute: the property is the scheme's.
+  def per_tensor(w):
+    codes, scale = quant.quantize(w.reshape(-1, 1), bits, channel_axis=-1)
+    return np.asarray(codes * scale).reshape(w.shape)
+
+  assert not np.allclose(per_tensor(kernel * factor), per_tensor(kernel) * factor)

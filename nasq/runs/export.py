@@ -48,7 +48,8 @@ def export_workdir(
     text = arch_file.read_text().strip()
   arch = space.parse(text)
   weight_bits = int(config["weight_bits"])
-  variables = export.load_checkpoint(arch, weight_bits, checkpoint)
+  integer_qat = bool(config.get("integer_qat", False))
+  variables = export.load_checkpoint(arch, weight_bits, checkpoint, integer_qat)
   data_config = from_config(data_lib.DataConfig, config["data"], "data")
   data_config = dataclasses.replace(data_config, test_size=num_test)
   dataset = data_lib.load_dataset(data_config)
@@ -59,7 +60,7 @@ def export_workdir(
   logits = export.tflite_logits(model, test.images)
   tflite_acc = float(np.mean(np.argmax(logits, -1) == test.labels))
   jax_acc = export.jax_accuracy(
-    arch, weight_bits, variables, test.images, test.labels, net
+    arch, weight_bits, variables, test.images, test.labels, net, integer_qat
   )
   onnx_model = export_onnx.to_onnx(net, dataset.train.images[:num_calibration])
   onnx_acc = float(
@@ -73,6 +74,7 @@ def export_workdir(
   report = export.export_report(
     arch,
     weight_bits,
+    integer_qat,
     float(jax_acc),
     tflite_acc,
     onnx_acc,

@@ -112,7 +112,9 @@ class SearchSettings:
       final_data=from_config(data_lib.DataConfig, config.final_data, "final_data"),
       final_train=from_config(train_lib.TrainConfig, config.final_train, "final_train"),
       executor=from_config(executors.ExecutorConfig, config.executor, "executor"),
-      quantization=QuantConfig(config.weight_bits, config.activation_bits),
+      quantization=QuantConfig(
+        config.weight_bits, config.activation_bits, config.integer_qat
+      ),
       promotion=from_config(promotion_lib.PromotionConfig, config.promotion, "promotion"),
     )
 
@@ -439,6 +441,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_final = 2  # Best feasible candidates retrained with final_train.
   c.weight_bits = 4  # Weight bit width of every candidate (2..8, or 32).
   c.activation_bits = 8  # Activation bits for the peak-memory cost.
+  # Integer-faithful QAT: BatchNorm folded before weight quantization and 8-bit
+  # activations with learned ranges, as the int8 export computes (nasq.quant.QuantConfig).
+  c.integer_qat = False
   c.space = to_config(space_config("macro"))  # nasq.spaces.MacroSpaceConfig
   # Upper bounds (nasq.costs.Budget): model_size_bits (stored weights), macs (per
   # image), peak_activation_bytes, params; None = unbounded.

@@ -52,7 +52,7 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Trai
   """
   with user_errors():
     arch = resolve_architecture(config)
-    quant = QuantConfig(config.weight_bits, config.activation_bits)
+    quant = QuantConfig(config.weight_bits, config.activation_bits, config.integer_qat)
     data_config = from_config(data_lib.DataConfig, config.data, "data")
     train_config = from_config(train_lib.TrainConfig, config.train, "train")
     dataset = data_lib.load_dataset(data_config)
@@ -100,6 +100,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.space = to_config(space_config("macro"))  # Space the string is read in.
   config.weight_bits = 4  # Weight bit width: 2..8, or 32 for float.
   config.activation_bits = 8  # Activation bits for the peak-memory cost.
+  # Integer-faithful QAT (nasq.quant.QuantConfig.integer_qat): BatchNorm folded before
+  # weight quantization, 8-bit activations with learned ranges.
+  config.integer_qat = False
   config.data = to_config(data_lib.DataConfig())  # Dataset and split.
   config.train = to_config(train_lib.TrainConfig())  # Schedule.
   return config
