@@ -68,9 +68,11 @@ def write_report(
   objective_kind: str,
   search_seconds: float = 0.0,
   rung_names: Sequence[str] = (),
+  reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
   """Writes report.md, pareto_size.png, pareto_macs.png, best_so_far.png, summary.json.
-  ``rung_names``: the fidelity of each promotion rung (``nasq.promotion``), if any."""
+  ``rung_names``: the fidelity of each promotion rung (``nasq.promotion``), if any;
+  ``reference``: a hand-designed network retrained with the same recipe, if any."""
   ok = [r for r in history.successful() if r.metrics.get("val_accuracy") is not None]
   feasible = lambda r: budget.fits(r.costs)  # noqa: E731
   for cost, scale, unit, name in (
@@ -149,6 +151,18 @@ def write_report(
       f"({f.get('fidelity', 0)}) | {c['params']:.0f} | {c['macs']:.0f} | "
       f"{c['model_size_bits'] / 8000:.2f} | {c['peak_activation_bytes']:.0f} |"
     )
+  if reference is not None:
+    c = reference["costs"]
+    acc = reference["test_accuracy"]
+    lines += [
+      "",
+      f"Reference (hand-designed, same final recipe): `{reference['arch']}`, test "
+      f"accuracy {'failed' if acc is None else f'{acc:.4f}'}, {c['params']:.0f} "
+      f"params, {c['macs']:.0f} MACs, {c['model_size_bits'] / 8000:.2f} kB, peak "
+      f"{c['peak_activation_bytes']:.0f} B"
+      + ("" if reference["fits_budget"] else " (over the budget)")
+      + ".",
+    ]
   lines += [
     "",
     "Figures: `pareto_size.png`, `pareto_macs.png`, `best_so_far.png`. History: "
@@ -167,6 +181,7 @@ def write_report(
     else {"index": best.index, "arch": best.arch, "objective": best.objective},
     "promotion": rungs,
     "final": finals,
+    "reference": reference,
   }
   (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary

@@ -137,6 +137,7 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
   cmd = search_command(tmp_path, workdir) + [
     "--config.export=True",
     "--config.promotion.rungs=2x0",  # the 2 best trained again, 2 epochs
+    "--config.reference=conv3:s2:c4 maxpool:s2",  # retrained beside the best
   ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -170,6 +171,10 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
   top = max((r for r in promoted if r["status"] == "ok"), key=lambda r: r["objective"])
   assert (final[0]["index"], final[0]["fidelity"]) == (top["index"], 1)
   assert "## Successive halving" in report
+  reference = json.loads((workdir / "reference.json").read_text())
+  assert reference["arch"] == "conv3:s2:c4 maxpool:s2"
+  assert reference["status"] == "ok" and reference["test_accuracy"] is not None
+  assert "Reference (hand-designed, same final recipe): `conv3:s2:c4" in report
 
   # With export=True the best model is exported: an int8 LiteRT flatbuffer, its C
   # array, an ONNX model and a report, listed in summary.json and report.md.
@@ -189,6 +194,7 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "resuming: 5 evaluations" in proc.stdout
   assert (workdir / "history.jsonl").read_text().splitlines() == lines
+  assert "retraining the reference" not in proc.stdout  # reference.json kept
   # Another configuration in the same workdir is refused, naming what differs.
   bad = cmd + ["--config.weight_bits=8"]
   proc = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=900)

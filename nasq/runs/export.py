@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 import numpy as np
 
+from nasq import costs as costs_lib
 from nasq import data as data_lib
 from nasq import export, export_onnx
 from nasq.runs.config import from_config, space_from_config
 from nasq.spaces import make_space
+from nasq.spaces.macro import MacroArchitecture
 
 
 def export_workdir(
@@ -71,7 +74,7 @@ def export_workdir(
   summary = export.tflite_summary(model)
   arena = export.micro_arena(model)
   source, header = export.c_array(model)
-  report = export.export_report(
+  report = export_report(
     arch,
     weight_bits,
     integer_qat,
@@ -103,3 +106,74 @@ def export_workdir(
     "arena": arena,
     **summary,
   }
+
+
+def export_report(
+  arch: MacroArchitecture,
+  weight_bits: int,
+  integer_qat: bool,
+  jax_accuracy: float,
+  tflite_accuracy: float,
+  onnx_accuracy: float,
+  num_test: int,
+  model: bytes,
+  summary: dict[str, Any],
+  arena: dict[str, int] | None = None,
+) -> str:
+  """``export_report.md``: accuracies of the three models, sizes against the cost
+  model, and (given LiteRT Micro's ``arena``) peak memory against it."""
+  c = costs_lib.compute_costs(arch, weight_bits)
+  c8 = costs_lib.compute_costs(arch, 8)
+  kernel_params = sum(u.kernel_params for u in c.layers)
+  exported = summary["weight_bytes"] + summary["bias_bytes"]
+  size8 = math.ceil(c8.model_size_bits / 8)
+  lines = [
+    "# Export report",
+    "",
+    f"Architecture: `{arch.to_string()}`, trained with {weight_bits}-bit weights"
+    + (
+      ", integer-faithful QAT (8-bit activations; the export uses their learned ranges)."
+      if integer_qat
+      else " (weight-only QAT; activation ranges calibrated on training images)."
+    ),
+    "",
+    f"| model | test accuracy ({num_test} images) |",
+    "|---|---|",
+    f"| JAX QAT ({'8-bit' if integer_qat else 'float'} activations) | "
+    f"{jax_accuracy:.4f} |",
+    f"| model.tflite, int8, LiteRT interpreter | {tflite_accuracy:.4f} "
+    f"({100 * (tflite_accuracy - jax_accuracy):+.2f} points) |",
+    f"| model.onnx, int8 QDQ, onnxruntime | {onnx_accuracy:.4f} "
+    f"({100 * (onnx_accuracy - jax_accuracy):+.2f} points) |",
+    "",
+    "| size | bytes |",
+    "|---|---|",
+    f"| flatbuffer (model.tflite) | {len(model)} |",
+    f"| int8 weights in the flatbuffer ({kernel_params} in the cost model) | "
+    f"{summary['weight_bytes']} |",
+    f"| int32 biases in the flatbuffer | {summary['bias_bytes']} |",
+    f"| weights + biases against the cost model's size at 8 bits ({size8}) | "
+    f"{exported} ({100 * (exported - size8) / size8:+.1f}%) |",
+  ]
+  if weight_bits < 8:
+    lines.append(
+      f"| cost model: model size at {weight_bits} bits | {math.ceil(c.model_size_bits / 8)} |"
+    )
+  lines.append(
+    f"| cost model: peak activation memory (int8) | {c.peak_activation_bytes} |"
+  )
+  if arena:
+    lines += [
+      f"| LiteRT Micro arena: activations (head) | {arena['head']} |",
+      f"| LiteRT Micro arena: persistent runtime data (tail) | {arena['tail']} |",
+      f"| LiteRT Micro arena: total | {arena['total']} |",
+    ]
+  lines += ["", f"Operators: {', '.join(summary['operators'])}.", ""]
+  if weight_bits < 8:
+    lines += [
+      f"The {weight_bits}-bit weights are stored as int8 (one scale per output "
+      f"channel): LiteRT Micro has no packed int{weight_bits} kernels. Packed, they "
+      f"would take {math.ceil(kernel_params * weight_bits / 8)} bytes.",
+      "",
+    ]
+  return "\n".join(lines)

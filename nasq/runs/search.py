@@ -30,10 +30,11 @@ from nasq import train as train_lib
 from nasq.costs import Budget
 from nasq.export import ExportError
 from nasq.feasibility import check_budget
-from nasq.history import STATUS_DUPLICATE, STATUS_INFEASIBLE, STATUS_OK, History, Record
+from nasq.history import STATUS_DUPLICATE, STATUS_INFEASIBLE, History, Record
 from nasq.loop import run_strategy
 from nasq.quant import QuantConfig, check_bits
 from nasq.runs import export as export_run
+from nasq.runs import final as final_lib
 from nasq.runs.config import from_config, space_from_config, to_config, user_errors
 from nasq.spaces import SearchSpace, SpaceConfig, make_space, space_config
 
@@ -142,6 +143,8 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
     settings = SearchSettings.from_config(config)
     budget = settings.budget
     space = make_space(settings.space)
+    if config.reference:
+      final_lib.resolve_reference(config.reference, space)  # refused before any work
     check_budget(
       space, budget, config.weight_bits, config.activation_bits, config.num_evaluations
     )
@@ -249,7 +252,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
   _promote(settings, space, history, writer, config.progress)
   search_seconds = time.perf_counter() - start
 
-  finals = retrain_best(
+  finals = final_lib.retrain_best(
     workdir,
     history,
     space,
@@ -259,6 +262,19 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
     settings.final_train,
     config.num_final,
   )
+  reference = None
+  if config.reference:
+    with user_errors():
+      reference = final_lib.retrain_reference(
+        workdir,
+        config.reference,
+        space,
+        budget,
+        settings.quantization,
+        settings.final_data,
+        settings.final_train,
+        config.seed,
+      )
   summary = report.write_report(
     workdir,
     history,
@@ -270,6 +286,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
     objective_kind=settings.objective.kind,
     search_seconds=search_seconds,
     rung_names=[str(r) for r in settings.promotion.parsed],
+    reference=reference,
   )
   writer.close()
   if config.export:
@@ -350,65 +367,6 @@ def _export(workdir: Path) -> dict[str, Any]:
   return result
 
 
-def retrain_best(
-  workdir: Path,
-  history: History,
-  space: SearchSpace,
-  budget: Budget,
-  quant: QuantConfig,
-  data_config: data_lib.DataConfig,
-  train_config: train_lib.TrainConfig,
-  num_final: int,
-) -> list[dict[str, Any]]:
-  """Retrains the ``num_final`` best feasible architectures on train+validation with
-  ``train_config``; reports test accuracy; checkpoints the best. Resumable via
-  ``final.jsonl``."""
-  path = workdir / "final.jsonl"
-  done = []
-  if path.exists():
-    for line in path.read_text().splitlines():
-      if line.strip():
-        try:
-          done.append(json.loads(line))
-        except json.JSONDecodeError:
-          break  # a torn last line: that retraining reruns
-  chosen = promotion_lib.ranked_for_retraining(history, budget)[:num_final]
-  finished = {d["index"] for d in done}
-  if all(r.index in finished for r in chosen):
-    return [d for d in done if d["index"] in {r.index for r in chosen}]
-  train_config = dataclasses.replace(train_config, final=True)
-  evaluate = evaluators.QATEvaluator(
-    data_lib.load_dataset(data_config), train_config, quant
-  )
-  best_test = max((d["test_accuracy"] or -1 for d in done), default=-1.0)
-  for r in chosen:
-    if r.index in finished:
-      continue
-    print(
-      f"retraining #{r.index} {r.arch} on train+validation ({train_config.epochs} epochs)"
-    )
-    result = evaluate(space.decode(r.tokens), r.seed, True)
-    entry = {
-      "index": r.index,
-      "arch": r.arch,
-      "search_objective": r.objective,
-      "fidelity": r.fidelity,
-      "status": result.status,
-      "test_accuracy": result.metrics.get("test_accuracy"),
-      "seconds": result.seconds,
-      "costs": r.costs,
-    }
-    if result.status == STATUS_OK and (entry["test_accuracy"] or -1) > best_test:
-      best_test = entry["test_accuracy"]
-      train_lib.save_checkpoint(str(workdir / "best_checkpoint"), result.variables)
-      (workdir / "best_architecture.txt").write_text(r.arch + "\n")
-    with open(path, "a") as f:
-      f.write(json.dumps(entry) + "\n")
-      f.flush()
-    done.append(entry)
-  return [d for d in done if d["index"] in {r.index for r in chosen}]
-
-
 def run_sweep(
   config: ml_collections.ConfigDict, workdir: str | Path
 ) -> dict[int, dict[str, Any]]:
@@ -439,6 +397,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_initial = 10  # Feasible random architectures evaluated first (every strategy).
   c.num_evaluations = 40  # Total trained candidates, initial design included.
   c.num_final = 2  # Best feasible candidates retrained with final_train.
+  # A hand-designed network retrained with final_train beside them, for comparison: a
+  # name of nasq.spaces.macro.REFERENCE_NETWORKS or a macro string; "" = none.
+  c.reference = ""
   c.weight_bits = 4  # Weight bit width of every candidate (2..8, or 32).
   c.activation_bits = 8  # Activation bits for the peak-memory cost.
   # Integer-faithful QAT: BatchNorm folded before weight quantization and 8-bit
@@ -474,7 +435,6 @@ __all__ = [
   "ConfigMismatchError",
   "SearchSettings",
   "default_config",
-  "retrain_best",
   "run_search",
   "run_sweep",
 ]

@@ -28,6 +28,8 @@ def test_every_section_becomes_typed_settings():
     ("data.name", "imagenet", "data.name must be one of"),
     ("space.name", "darts", "space.name must be one of"),
     ("objective.kind", "accuracy", "objective.kind must be one of"),
+    ("reference", "fmnist_big", "reference must be one of"),
+    ("promotion.rungs", "3 epochs", "promotion.rungs must be"),
   ],
 )
 def test_bad_fields_are_refused_before_the_workdir_is_touched(
