@@ -1,11 +1,15 @@
 """The search driver: settings from a config, the sweep, refusals before any work."""
 
+import importlib
 import json
 
 import pytest
 
 from configs import default
-from nasq.runs import search
+from nasq import costs, promotion
+from nasq.feasibility import check_budget
+from nasq.runs import final, search
+from nasq.spaces import make_space
 
 
 def test_every_section_becomes_typed_settings():
@@ -76,3 +80,18 @@ def test_bit_width_sweep_draws_the_combined_front(tmp_path, fake_fashion_mnist):
       + summaries[bits]["records"].get("failed", 0)
       == 3
     )
+
+
+@pytest.mark.parametrize("name", ["fmnist_mcu", "fmnist_8kb"])
+def test_the_flagship_configs_are_valid_and_their_budgets_reachable(name):
+  config = importlib.import_module(f"configs.{name}").get_config()
+  settings = search.SearchSettings.from_config(config)
+  space = make_space(settings.space)
+  check_budget(
+    space, settings.budget, config.weight_bits, config.activation_bits, 60
+  )  # raises if no architecture fits
+  assert promotion.num_planned(config.num_evaluations, settings.promotion) == [20, 7]
+  assert config.export and settings.final_train.epochs == 15
+  if config.reference:
+    arch = final.resolve_reference(config.reference, space)
+    assert settings.budget.fits(costs.compute_costs(arch, 4).summary())

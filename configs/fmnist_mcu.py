@@ -1,0 +1,44 @@
+r"""Flagship: a 4-bit Fashion-MNIST CNN for a microcontroller with 64 KB of RAM.
+
+  python experiments/search.py --config=configs/fmnist_mcu.py --workdir=/tmp/nasq_mcu
+
+uNAS's bounds: at most 64 KB of 4-bit weights, 30M MACs per image and 64 KB of peak
+activation memory (LiteRT Micro's arena at int8). Latent BO over 60 candidates, each
+trained 1 epoch on 6,000 images; successive halving trains the best third again for 3
+epochs on 12,000 images, and the best third of those for 1 epoch on all 50,000
+training images; the 2 best of the highest rung are retrained for 15 epochs on all
+60,000 images, next to the hand-designed fmnist_ref (49.4 kB at 4 bits) with the same
+recipe, and the best is exported (int8 .tflite, C array, .onnx). Planned to finish
+within 3 hours on 2 CPU cores (about 20 min of search, 30 min of promotions, 60 min of
+retraining); rerunning with the same workdir resumes, mid-rung included.
+
+The rungs are a first choice; experiments/benchmarks/fidelity.py measures how each
+fidelity ranks against near-converged training, which is what should set them.
+"""
+
+from nasq.runs import search
+
+
+def get_config():
+  config = search.default_config()
+  config.strategy = "latent_bo"
+  config.weight_bits = 4
+  config.num_initial = 20
+  config.num_evaluations = 60
+  config.num_final = 2
+  config.budget.model_size_bits = 64 * 8 * 1024  # 64 KB of weights
+  config.budget.macs = 30e6
+  config.budget.peak_activation_bytes = 64 * 1024  # 64 KB of RAM for activations
+  for data in (config.data, config.final_data):
+    data.name = "fashion_mnist"
+    data.source = "idx"
+  config.data.train_size = 6_000
+  config.train.epochs = 1
+  config.train.warmup_epochs = 0.1
+  config.train.progress = False
+  config.promotion.rungs = "3x12000,1x0"
+  config.final_train.epochs = 15
+  config.final_train.progress = True
+  config.reference = "fmnist_ref"
+  config.export = True
+  return config
