@@ -1,5 +1,6 @@
 """The entry points, run as a user runs them, on shrunken configs."""
 
+import csv
 import json
 import os
 import random
@@ -269,3 +270,42 @@ def test_a_search_killed_at_random_moments_resumes_to_the_same_records(
   assert [r[0] for r in resumed] == list(range(len(resumed)))
   evaluated = [r[1] for r in resumed if r[2] in ("ok", "failed")]
   assert len(evaluated) == len(set(evaluated)) == 7
+
+
+def test_the_fidelity_table_grows_resumes_and_reports(tmp_path, fake_fashion_mnist):
+  fake_fashion_mnist(tmp_path, n_train=400, n_test=50)
+  out = tmp_path / "fidelity.csv"
+  cmd = [
+    sys.executable,
+    "experiments/benchmarks/fidelity.py",
+    "--config=configs/default.py",
+    f"--out={out}",
+    "--num_random=1",
+    "--hand_written=False",
+    "--fidelities=naswot,1x100,ref",
+    "--ref_epochs=1",
+    f"--config.data.data_dir={tmp_path}",
+    f"--config.final_data.data_dir={tmp_path}",
+    "--config.data.val_size=100",
+    "--config.final_data.val_size=100",
+    "--config.train.batch_size=50",
+    "--config.final_train.batch_size=50",
+  ]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(out, newline="") as f:
+    rows = list(csv.DictReader(f))
+  archs = {r["arch"] for r in rows}
+  assert len(archs) == 2  # fmnist_ref and 1 drawn
+  assert len(rows) == 2 * 3 and {r["status"] for r in rows} == {"ok"}
+  ref = [r for r in rows if r["fidelity"] == "ref"]
+  assert {r["metric"] for r in ref} == {"test_accuracy"}  # trained on train+validation
+  assert all(0 <= float(r["score"]) <= 1 for r in ref)
+  assert {r["origin"] for r in rows} == {"random", "reference"}
+  assert "| 1x100 | 2 |" in proc.stdout and "| naswot | 2 |" in proc.stdout
+  # A rerun resumes: nothing is measured again.
+  again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "6 rows already" in again.stdout
+  with open(out, newline="") as f:
+    assert len(list(csv.DictReader(f))) == 6

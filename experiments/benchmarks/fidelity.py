@@ -60,6 +60,9 @@ _FIDELITIES = flags.DEFINE_list(
 _REF_EPOCHS = flags.DEFINE_integer("ref_epochs", 10, "Epochs of the reference fidelity.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Training seeds (one row each).")
 _SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 0, "Architecture sampling seed.")
+_HAND_WRITTEN = flags.DEFINE_bool(
+  "hand_written", True, "Add the hand-written networks (the reference always)."
+)
 _MAX_HOURS = flags.DEFINE_float("max_hours", 0.0, "Stop after this long (0: never).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only print the statistics.")
 
@@ -84,9 +87,9 @@ COLUMNS = (
 )
 
 
-def architectures(space, budget, weight_bits, n, seed):
-  """``n`` distinct feasible architectures, depth uniform, then the hand-written ones
-  (reference first) that fit the budget."""
+def architectures(space, budget, weight_bits, n, seed, hand_written=True):
+  """The reference network, ``n`` distinct feasible architectures, depth uniform, then
+  the hand-written ones; those over the budget are left out."""
   rng = np.random.default_rng(seed)
   found: list[tuple[str, object]] = []
   seen: set[str] = set()
@@ -100,7 +103,7 @@ def architectures(space, budget, weight_bits, n, seed):
         found.append(("random", arch))
   shape, classes = space.input_shape, space.num_classes
   hand = [("reference", macro.reference_architecture("fmnist_ref"))]
-  for text in HAND_WRITTEN:
+  for text in HAND_WRITTEN if hand_written else ():
     hand.append(("hand", macro.space_for_string(text, shape, classes).parse(text)))
   for origin, arch in hand:
     if budget.fits(costs.compute_costs(arch, weight_bits).summary()):
@@ -238,7 +241,12 @@ def main(argv):
     "final": data.load_dataset(final_data),
   }
   archs = architectures(
-    space, budget, config.weight_bits, _NUM_RANDOM.value, _SAMPLE_SEED.value
+    space,
+    budget,
+    config.weight_bits,
+    _NUM_RANDOM.value,
+    _SAMPLE_SEED.value,
+    _HAND_WRITTEN.value,
   )
   done = {(r["arch"], r["fidelity"], r["seed"]) for r in read_table(out)}
   print(
