@@ -53,6 +53,9 @@ def _check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> N
     # Presentation and execution settings may change between runs (resume a search
     # begun on one machine with more workers, or on a cluster).
     ignore = ("progress", "executor", "export")
+    # A field added to nasq after the workdir was made counts as its default there.
+    defaults = json.loads(default_config().to_json_best_effort(sort_keys=True))
+    saved = {k: defaults[k] for k in current if k not in saved and k in defaults} | saved
     a = {k: v for k, v in saved.items() if k not in ignore}
     b = {k: v for k, v in current.items() if k not in ignore}
     if a != b:

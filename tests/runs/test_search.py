@@ -95,3 +95,14 @@ def test_the_flagship_configs_are_valid_and_their_budgets_reachable(name):
   if config.reference:
     arch = final.resolve_reference(config.reference, space)
     assert settings.budget.fits(costs.compute_costs(arch, 4).summary())
+
+
+def test_a_workdir_from_before_a_new_field_resumes_at_its_default(tmp_path):
+  config = default.get_config()
+  saved = json.loads(config.to_json_best_effort(sort_keys=True))
+  del saved["promotion"], saved["reference"]  # fields added later
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  search._check_workdir_config(tmp_path, config)  # the defaults: accepted
+  config.reference = "fmnist_ref"
+  with pytest.raises(search.ConfigMismatchError, match="reference"):
+    search._check_workdir_config(tmp_path, config)
