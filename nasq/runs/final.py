@@ -132,5 +132,7 @@ def retrain_reference(
     "costs": c,
     "fits_budget": budget.fits(c),
   }
-  path.write_text(json.dumps(entry, indent=1))
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(entry, indent=1))
+  tmp.replace(path)  # whole or absent: a killed run retrains, never reads half a file
   return entry
