@@ -80,6 +80,18 @@ class Objective:
       value -= self.macs_weight * math.log10(max(costs["macs"], 1))
     return float(value)
 
+  def judge(
+    self, result: Evaluation, costs: dict[str, float]
+  ) -> tuple[str, float | None, str]:
+    """(status, objective, reason) to record for an evaluation: a successful one
+    without the objective's metric is recorded as failed, naming the metric."""
+    if result.status != train_lib.STATUS_OK:
+      return result.status, None, result.reason
+    value = self.value(result.metrics, costs)
+    if value is None:
+      return train_lib.STATUS_FAILED, None, f"objective metric {self.metric} missing"
+    return result.status, value, result.reason
+
 
 class QATEvaluator:
   """Trains with fake-quantized weights on the configured dataset; reports accuracy."""

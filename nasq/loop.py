@@ -19,7 +19,6 @@ from nasq.executors import Executor, LocalExecutor
 from nasq.history import (
   STATUS_DUPLICATE,
   STATUS_INFEASIBLE,
-  STATUS_OK,
   Record,
 )
 from nasq.strategies import RandomSearch, SearchContext, Strategy
@@ -171,14 +170,7 @@ class _Loop:
   def record_result(self, handle: Hashable, result: Evaluation) -> None:
     common = self.pending.pop(handle)
     self._publish_pending()
-    value = (
-      self.objective.value(result.metrics, common["costs"])
-      if result.status == STATUS_OK
-      else None
-    )
-    status, reason = result.status, result.reason
-    if status == STATUS_OK and value is None:
-      status, reason = "failed", f"objective metric {self.objective.metric} missing"
+    status, value, reason = self.objective.judge(result, common["costs"])
     self._append(
       status=status,
       objective=value,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Hashable
 from nasq.costs import Budget
 from nasq.evaluators import Objective
 from nasq.executors import Executor
-from nasq.history import STATUS_OK, History, Record
+from nasq.history import History, Record
 from nasq.spaces import SearchSpace
 
 SOURCE = "promotion"
@@ -107,14 +107,7 @@ def run_promotions(
           pending[executor.submit(space.decode(r.tokens), r.seed)] = r
         for handle, result in executor.wait_any(list(pending)):
           parent = pending.pop(handle)
-          value = (
-            objective.value(result.metrics, parent.costs)
-            if result.status == STATUS_OK
-            else None
-          )
-          status, reason = result.status, result.reason
-          if status == STATUS_OK and value is None:
-            status, reason = "failed", f"objective metric {objective.metric} missing"
+          status, value, reason = objective.judge(result, parent.costs)
           record = history.append(
             Record(
               index=history.next_index,
