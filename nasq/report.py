@@ -176,15 +176,20 @@ def write_report(
     "weight_bits": weight_bits,
     "records": statuses,
     "search_seconds": search_seconds,
-    "best_search": None
-    if best is None
-    else {"index": best.index, "arch": best.arch, "objective": best.objective},
+    "best_search": _brief(best),
     "promotion": rungs,
     "final": finals,
     "reference": reference,
   }
   (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary
+
+
+def _brief(record: Record | None) -> dict[str, Any] | None:
+  """What summary.json says of a record: its index, architecture and objective."""
+  if record is None:
+    return None
+  return {"index": record.index, "arch": record.arch, "objective": record.objective}
 
 
 def promotion_summary(history: History, rung_names: Sequence[str]) -> list[dict]:
@@ -199,9 +204,7 @@ def promotion_summary(history: History, rung_names: Sequence[str]) -> list[dict]
         "fidelity": name,
         "evaluated": len(evaluated),
         "failed": sum(r.status != STATUS_OK for r in evaluated),
-        "best": None
-        if best is None
-        else {"index": best.index, "arch": best.arch, "objective": best.objective},
+        "best": _brief(best),
       }
     )
   return out
