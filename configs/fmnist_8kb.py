@@ -8,29 +8,17 @@ at most 8 KB of stored 4-bit weights (per-channel scales and BatchNorm parameter
 included), 30M MACs and 64 KB of peak activation memory.
 """
 
-from nasq.runs import search
+import importlib.util
+from pathlib import Path
 
 
 def get_config():
-  config = search.default_config()
-  config.strategy = "latent_bo"
-  config.weight_bits = 4
-  config.num_initial = 20
-  config.num_evaluations = 60
-  config.num_final = 2
+  # Config files are loaded by path, not as a package: load the sibling the same way.
+  path = Path(__file__).with_name("fmnist_mcu.py")
+  spec = importlib.util.spec_from_file_location("fmnist_mcu", path)
+  mcu = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mcu)
+  config = mcu.get_config()
   config.budget.model_size_bits = 8 * 8 * 1024  # 8 KB of weights
-  config.budget.macs = 30e6
-  config.budget.peak_activation_bytes = 64 * 1024  # 64 KB of RAM for activations
-  for data in (config.data, config.final_data):
-    data.name = "fashion_mnist"
-    data.source = "idx"
-  config.data.train_size = 6_000
-  config.train.epochs = 1
-  config.train.warmup_epochs = 0.1
-  config.train.progress = False
-  config.promotion.rungs = "3x12000,1x0"
-  config.final_train.epochs = 15
-  config.final_train.progress = True
   config.reference = ""  # no hand-designed network of this size ships with nasq
-  config.export = True
   return config
