@@ -65,9 +65,6 @@ def macro_live_peak_elements(arch: MacroArchitecture) -> int:
   return max(peak, head_live_elements(shapes[-1], arch.num_classes))
 
 
-ARENA_ALIGNMENT = 16  # bytes; LiteRT Micro aligns every arena buffer to 16 bytes
-
-
 @dataclasses.dataclass(frozen=True)
 class Buffer:
   """One activation tensor: its size and the operators (by index) that write it

@@ -405,8 +405,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.reference = ""
   c.weight_bits = 4  # Weight bit width of every candidate (2..8, or 32).
   c.activation_bits = 8  # Activation bits for the peak-memory cost.
-  # Integer-faithful QAT: BatchNorm folded before weight quantization and 8-bit
-  # activations with learned ranges, as the int8 export computes (nasq.quant.QuantConfig).
+  # Integer-faithful QAT: 8-bit activations with learned ranges, as the int8 export
+  # computes them (nasq.quant.QuantConfig.integer_qat).
   c.integer_qat = False
   c.space = to_config(space_config("macro"))  # nasq.spaces.MacroSpaceConfig
   # Upper bounds (nasq.costs.Budget): model_size_bits (stored weights), macs (per

@@ -100,8 +100,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.space = to_config(space_config("macro"))  # Space the string is read in.
   config.weight_bits = 4  # Weight bit width: 2..8, or 32 for float.
   config.activation_bits = 8  # Activation bits for the peak-memory cost.
-  # Integer-faithful QAT (nasq.quant.QuantConfig.integer_qat): BatchNorm folded before
-  # weight quantization, 8-bit activations with learned ranges.
+  # Integer-faithful QAT (nasq.quant.QuantConfig.integer_qat): 8-bit activations with
+  # learned ranges, as the int8 export computes them.
   config.integer_qat = False
   config.data = to_config(data_lib.DataConfig())  # Dataset and split.
   config.train = to_config(train_lib.TrainConfig())  # Schedule.
