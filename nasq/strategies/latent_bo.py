@@ -38,6 +38,11 @@ def _padded(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, Array, np.ndarray
   return xp, ys, mask
 
 
+def _standardized(y: np.ndarray) -> np.ndarray:
+  """``y`` standardized as the GP sees it (``gp.standardize``, as in ``_padded``)."""
+  return np.asarray(gp.standardize(jnp.asarray(y, jnp.float32))[0])
+
+
 def _bucket(n: int, size: int = 32) -> int:
   return max(size, int(math.ceil(n / size)) * size)
 
@@ -232,7 +237,7 @@ class LatentBO:
     xp = np.concatenate([u, uq, np.zeros((m - n - q, u.shape[1]), np.float32)])
     mean, _ = acquisition.predict_samples(self.kernel, fit.posts, uq)
     # The real rows' standardized targets, then one believed vector per sample.
-    yn = (y - y.mean()) / (y.std() if y.std() > 1e-12 else 1.0)
+    yn = _standardized(y)
     ys = np.zeros((mean.shape[0], m), np.float32)
     ys[:, :n] = yn
     ys[:, n : n + q] = np.asarray(mean)
@@ -246,12 +251,11 @@ class LatentBO:
     best posterior mean over the feasible evaluated points (else the best standardized
     observation); anchors are the ``num_anchors`` best feasible points by that score."""
     c = self.config
-    yn = (y - y.mean()) / (y.std() if y.std() > 1e-12 else 1.0)
     if c.incumbent == "posterior_mean":
       mean, _ = acquisition.predict_samples(self.kernel, posts, u)
       score = np.asarray(mean).mean(0)
     else:
-      score = yn
+      score = _standardized(y)
     order = [i for i in np.argsort(-score, kind="stable") if feasible[i]]
     if not order:  # nothing feasible yet: anchor at the best observations
       order = list(np.argsort(-score, kind="stable"))
