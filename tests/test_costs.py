@@ -52,10 +52,14 @@ def model_counts(arch, bits):
   return params, traced_macs(closed.jaxpr)
 
 
-@pytest.mark.parametrize("space", [MacroSpace(), NB201Space()], ids=["macro", "nb201"])
-def test_params_and_macs_match_the_model_on_500_architectures(space):
+@pytest.mark.parametrize(
+  "space, count", [(MacroSpace(), 500), (NB201Space(), 150)], ids=["macro", "nb201"]
+)
+def test_params_and_macs_match_the_model_on_random_architectures(space, count):
+  # NAS-Bench-201 cells are 6 edges of 5 operations: 150 random cells cover every
+  # (edge, operation) pair many times over, at a third of the tracing time of 500.
   rng = np.random.default_rng(0)
-  for _ in range(500):
+  for _ in range(count):
     arch = space.sample(rng)
     c = costs.compute_costs(arch, 4)
     assert model_counts(arch, 4) == (c.params, c.macs), arch.to_string()
