@@ -22,6 +22,7 @@ Target: >= 92.5% test accuracy at 32 bits, 4 bits within 0.5 points of it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -59,16 +60,15 @@ def main(argv):
   dataset = data.load_dataset(data.DataConfig())
   arch = reference_architecture(_NETWORK.value)
   recipes = [parse_recipe(r) for r in _RECIPES.value]
+  # All 60,000 training images; report test accuracy.
+  base = train.TrainConfig(epochs=_EPOCHS.value, final=True)
   rows = []
   if _OUT.value and os.path.exists(_OUT.value):
     with open(_OUT.value) as f:
       rows = json.load(f)
   for bits in [int(b) for b in _BITS.value]:
     for augment, float_epochs in recipes:
-      # All 60,000 training images; report test accuracy.
-      config = train.TrainConfig(
-        epochs=_EPOCHS.value, final=True, augment=augment, float_epochs=float_epochs
-      )
+      config = dataclasses.replace(base, augment=augment, float_epochs=float_epochs)
       key = {
         "network": _NETWORK.value,
         "weight_bits": bits,
@@ -95,11 +95,10 @@ def main(argv):
         with open(tmp, "w") as f:
           json.dump(rows, f, indent=1)
         os.replace(tmp, _OUT.value)
-  config = train.TrainConfig(epochs=_EPOCHS.value, final=True)
   print(
     f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
     f"CPU cores; {arch.to_string()}; {_EPOCHS.value} epochs, batch "
-    f"{config.batch_size}, {config.optimizer} lr {config.learning_rate}"
+    f"{base.batch_size}, {base.optimizer} lr {base.learning_rate}"
   )
   print(
     "| weight bits | epochs | augment | float epochs | test accuracy | model size (kB) "
@@ -120,9 +119,6 @@ def main(argv):
   }
   if 32 in by_bits and 4 in by_bits and None not in by_bits.values():
     print(f"4-bit minus 32-bit: {100 * (by_bits[4] - by_bits[32]):+.2f} points")
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":
