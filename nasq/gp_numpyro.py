@@ -66,9 +66,9 @@ def fit_nuts(
   gp.check_kernel(kernel)
   x = jnp.asarray(x, jnp.float32)
   y = jnp.asarray(y, jnp.float32)
-  mask = jnp.ones(x.shape[0], jnp.float32) if mask is None else jnp.asarray(mask)
+  mask = jnp.ones(x.shape[0]) if mask is None else mask
   mcmc = _sampler(kernel, int(num_warmup), int(num_samples))
-  mcmc.run(key, x, y, mask.astype(jnp.float32))
+  mcmc.run(key, x, y, jnp.asarray(mask, jnp.float32))
   samples = mcmc.get_samples()
   keep = jnp.linspace(0, num_samples - 1, min(num_kept, num_samples)).astype(jnp.int32)
   return gp.GPParams(
