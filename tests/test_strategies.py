@@ -13,6 +13,7 @@ from nasq.costs import Budget
 from nasq.history import History, Record
 from nasq.loop import run_strategy
 from nasq.spaces import MacroSpace, MacroSpaceConfig
+from nasq.strategies.latent_bo import output_transform
 
 BO = strategies.StrategySettings(map_steps=50, pool_size=128)
 
@@ -79,7 +80,7 @@ def test_kriging_believer_collapses_the_pending_points_variance(
   uq = bo._unit(bo._latent(pending)[None])
   fit = bo._fit(u, y)
   ctx.pending = [pending]
-  believed = bo._with_pending(fit, ctx, u, y)
+  believed = bo._with_pending(fit, ctx, u, output_transform(y, BO.output_transform))
   before = jax.vmap(lambda p: gp.predict("matern52", p, uq))(fit.posts)
   after = jax.vmap(lambda p: gp.predict("matern52", p, uq))(believed)
   np.testing.assert_allclose(after[0], before[0], rtol=1e-3, atol=1e-3)  # same mean
@@ -204,6 +205,20 @@ def test_bad_names():
     strategies.StrategySettings(hyperparameters="vi")
   with pytest.raises(ValueError, match="strategies.tournament_size must be in"):
     strategies.StrategySettings(tournament_size=30)
+  with pytest.raises(ValueError, match="strategies.output_transform must be one of"):
+    strategies.StrategySettings(output_transform="log")
+
+
+def test_the_copula_transform_maps_ranks_to_normal_quantiles():
+  """Against scipy's normal quantiles at (rank / (n + 1)), ranks by hand; the outlier
+  (a collapsed network) is one rank below the rest, however far below it lies."""
+  y = np.array([91.2, 10.0, 93.5, 92.0, 92.0, 90.1])
+  ranks = np.array([3, 1, 6, 4.5, 4.5, 2])
+  out = output_transform(y, "copula")
+  np.testing.assert_allclose(out, stats.norm.ppf(ranks / 7), rtol=1e-12)
+  assert out[4] == out[3] and np.all(np.diff(out[np.argsort(y)]) >= 0)
+  assert output_transform(np.r_[y[:1], -1e6, y[2:]], "copula") == pytest.approx(out)
+  np.testing.assert_array_equal(output_transform(y, "none"), y)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +237,8 @@ def test_latent_bo_finds_a_known_constrained_optimum_that_random_search_misses(
   """An additive synthetic table over NAS-Bench-201 cells (a random weight per edge and
   operation) under a parameter budget that rules out most of the best cells: its
   feasible optimum is unique and known by enumeration. Latent BO's own proposals reach it
-  within 80 queries; random search with the same seeds and initial designs does not."""
+  within 100 queries (with the copula transform, after 55-76 in seeds 0-2); random
+  search with the same seeds and initial designs does not."""
   from nasq.feasibility import all_costs
   from nasq.spaces import NB201Space
 
@@ -264,7 +280,7 @@ def test_latent_bo_finds_a_known_constrained_optimum_that_random_search_misses(
       )
       strategy = strategies.make_strategy(name, BO, nb201_ae)
       run_strategy(
-        ctx, strategy, evaluate, evaluators.Objective(), 80, jax.random.fold_in(key, 2)
+        ctx, strategy, evaluate, evaluators.Objective(), 100, jax.random.fold_in(key, 2)
       )
       hits = [r for r in ctx.history.evaluated() if r.objective == optimum]
       found[name, seed] = hits[0].source if hits else None

@@ -20,6 +20,7 @@ STRATEGIES = ("latent_bo", "random", "evolution")
 HYPERPARAMETERS = ("map", "nuts")
 INCUMBENTS = ("posterior_mean", "observed")
 FEASIBILITY = ("exact", "pof")
+OUTPUT_TRANSFORMS = ("copula", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,9 @@ class StrategySettings:
   tr_failure_tol: int = 0  # 0: max(4, latent dimension).
   incumbent: str = "posterior_mean"  # or "observed" (best noisy value; ablation).
   feasibility: str = "exact"  # or "pof": also rank by predicted feasibility (ablation).
+  # What the GP models: "copula" (objectives' ranks mapped to normal quantiles, robust
+  # to the few collapsed networks that squash a standardized scale) or "none".
+  output_transform: str = "copula"
 
   def __post_init__(self):
     gp.check_kernel(self.kernel)
@@ -63,6 +67,7 @@ class StrategySettings:
     for name, value, allowed in (
       ("incumbent", self.incumbent, INCUMBENTS),
       ("feasibility", self.feasibility, FEASIBILITY),
+      ("output_transform", self.output_transform, OUTPUT_TRANSFORMS),
     ):
       if value not in allowed:
         raise ValueError(
@@ -107,7 +112,8 @@ class SearchContext:
   autoencoder: TrainedAutoencoder | None = None  # for latent_bo
   # Architectures being evaluated right now (asynchronous search): not to be proposed.
   pending: list[tuple[int, ...]] = dataclasses.field(default_factory=list)
-  _costs: dict[tuple[int, ...], dict[str, float]] = dataclasses.field(
+  # Memo of exact costs by tokens; contexts of one space and bit widths may share one.
+  cost_cache: dict[tuple[int, ...], dict[str, float]] = dataclasses.field(
     default_factory=dict, repr=False
   )
 
@@ -118,11 +124,11 @@ class SearchContext:
   def costs(self, tokens: tuple[int, ...]) -> dict[str, float]:
     """Exact costs of ``tokens``, remembered (strategies cost the same candidates
     again and again)."""
-    if tokens not in self._costs:
+    if tokens not in self.cost_cache:
       arch = self.space.decode(tokens)
       summary = compute_costs(arch, self.weight_bits, self.activation_bits).summary()
-      self._costs[tokens] = summary
-    return dict(self._costs[tokens])
+      self.cost_cache[tokens] = summary
+    return dict(self.cost_cache[tokens])
 
 
 @runtime_checkable

@@ -8,6 +8,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
+import scipy.stats
 
 from nasq import acquisition, gp
 from nasq.autoencoder import TrainedAutoencoder
@@ -41,6 +43,19 @@ def _padded(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, Array, np.ndarray
 def _standardized(y: np.ndarray) -> np.ndarray:
   """``y`` standardized as the GP sees it (``gp.standardize``, as in ``_padded``)."""
   return np.asarray(gp.standardize(jnp.asarray(y, jnp.float32))[0])
+
+
+def output_transform(y: np.ndarray, kind: str) -> np.ndarray:
+  """The values the GP models: with "copula", each objective's rank among ``y`` mapped
+  to a standard normal quantile (Salinas et al. 2020; ties share their mean rank), so a
+  handful of collapsed networks (10% accuracy) cannot squash the differences among the
+  good ones into a sliver of the standardized scale; monotone, so the best stays the
+  best. "none" returns ``y`` unchanged."""
+  y = np.asarray(y, np.float64)
+  if kind == "none" or len(y) == 0:
+    return y
+  ranks = scipy.stats.rankdata(y)
+  return scipy.special.ndtri(ranks / (len(y) + 1))
 
 
 def _bucket(n: int, size: int = 32) -> int:
@@ -140,11 +155,15 @@ class LatentBO:
   def _unit(self, z: np.ndarray) -> np.ndarray:
     return ((np.asarray(z) + self.bound) / (2 * self.bound)).astype(np.float32)
 
-  def _fit(self, u: np.ndarray, y: np.ndarray) -> acquisition.Fit:
+  def _fit(self, u: np.ndarray, objectives: np.ndarray) -> acquisition.Fit:
     """The GP on unit-cube codes ``u`` (padded to a bucket, so sizes share compiled
-    programs), hyperparameters as in the class docstring."""
+    programs) and the transformed ``objectives``, hyperparameters as in the class
+    docstring. The full fit sees the transform of its own data alone, so it stays the
+    same fit (and cached) until the next ``refit_every`` boundary, although a rank
+    transform of all the data moves with every new point."""
     c = self.config
     n = len(u)
+    y = output_transform(objectives, c.output_transform)
     xp, ys, mask = _padded(u, y)
     if c.hyperparameters == "nuts":
       return acquisition.fit_posteriors(
@@ -161,9 +180,13 @@ class LatentBO:
     anchor = n - n % int(c.refit_every)
     if anchor < 2:
       anchor = n
-    data = u[:anchor].tobytes() + np.asarray(y[:anchor], np.float64).tobytes()
+    data = u[:anchor].tobytes() + np.asarray(objectives[:anchor], np.float64).tobytes()
     if data not in self._full_fits:
-      self._full_fits = {data: self._fit_full(u[:anchor], y[:anchor])}
+      self._full_fits = {
+        data: self._fit_full(
+          u[:anchor], output_transform(objectives[:anchor], c.output_transform)
+        )
+      }
     init = self._full_fits[data]
     if anchor == n:
       samples = jax.tree.map(lambda v: v[None], init)
@@ -201,9 +224,10 @@ class LatentBO:
       return as_fallback(self.fallback.propose(ctx, key))
     c = self.config
     u = self._unit(self._latents([r.tokens for r in ok]))
-    y = np.array([r.objective for r in ok], dtype=np.float64)
+    objectives = np.array([r.objective for r in ok], dtype=np.float64)
+    y = output_transform(objectives, c.output_transform)
     feasible = np.array([ctx.budget.fits(r.costs) for r in ok])
-    fit = self._fit(u, y)
+    fit = self._fit(u, objectives)
     posts = self._with_pending(fit, ctx, u, y)
     incumbent, anchors = self._incumbent(fit.posts, u, y, feasible)
     aux = {

@@ -1,6 +1,8 @@
 """The strategy comparison on a small generated table."""
 
 import json
+import multiprocessing
+import os
 
 import numpy as np
 import pytest
@@ -66,3 +68,14 @@ def test_unknown_settings_and_evaluators_are_named(tmp_path, table_config):
   with pytest.raises(ValueError, match="or the variants"):
     compare.compare_strategies(config, tmp_path / "bench")
   assert not (tmp_path / "bench").exists()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to pin")
+def test_workers_are_pinned_to_one_core_each():
+  """Unpinned, parallel runs' XLA thread pools fight over the same cores."""
+  cores = sorted(os.sched_getaffinity(0))
+  with multiprocessing.get_context("spawn").Pool(
+    2, compare._pin_worker, (cores,)
+  ) as pool:
+    seen = pool.map(os.sched_getaffinity, [0] * 8, chunksize=1)
+  assert all(len(s) == 1 and s <= set(cores) for s in seen), seen
