@@ -168,9 +168,11 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist):
   assert any((workdir / "tensorboard").iterdir())
   final = [json.loads(x) for x in (workdir / "final.jsonl").read_text().splitlines()]
   assert len(final) == 1 and final[0]["test_accuracy"] is not None
-  # The retrained model is the best at the highest rung.
-  top = max((r for r in promoted if r["status"] == "ok"), key=lambda r: r["objective"])
-  assert (final[0]["index"], final[0]["fidelity"]) == (top["index"], 1)
+  # The retrained model is a best at the highest rung (tiny validation sets tie often).
+  top = max(r["objective"] for r in promoted if r["status"] == "ok")
+  chosen = [r for r in promoted if r["index"] == final[0]["index"]]
+  assert final[0]["fidelity"] == 1 and chosen, (final[0], promoted)
+  assert chosen[0]["objective"] == top, (final[0], promoted)
   assert "## Successive halving" in report
   reference = json.loads((workdir / "reference.json").read_text())
   assert reference["arch"] == "conv3:s2:c4 maxpool:s2"
