@@ -5,13 +5,18 @@
 for ``config.num_seeds`` seeds and ``config.num_queries`` evaluations, in each setting
 (unconstrained, and under a parameter budget), through the same ``run_strategy`` loop as
 the real search. Seed s gives every strategy the same initial design. Each run keeps its
-own history under the workdir, so an interrupted benchmark resumes.
+own history under the workdir, so an interrupted benchmark resumes. With
+``config.record`` set, every finished run is also appended to that JSON-lines file
+(``nasq.runs.record``), keyed by the run's settings and the version of the code that ran
+it, and a later benchmark, in any workdir, reads matching runs back instead of running
+them again: a long comparison can grow over several sessions, its rows committed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import multiprocessing
 import os
@@ -31,6 +36,7 @@ from nasq.costs import Budget
 from nasq.feasibility import all_costs
 from nasq.history import History
 from nasq.loop import run_strategy
+from nasq.runs import record
 from nasq.runs.config import from_config, space_from_config, to_config, user_errors
 from nasq.spaces import SearchSpace, make_space, space_config
 
@@ -126,6 +132,25 @@ def _cached(key: str, build: Any) -> Any:
   return _PROCESS_CACHE[key]
 
 
+def run_key(config: ml_collections.ConfigDict, setting: str, name: str) -> str:
+  """A hash of everything a (setting, strategy) run depends on besides its seed and the
+  code: space, table, metric, budget, queries, the strategy's resolved settings, the
+  autoencoder and the executor."""
+  base, settings = _strategy_settings(config, name)
+  fields = {
+    "space": config.space.to_dict(),
+    "evaluator": [config.evaluator, config.table_path, config.metric],
+    "eval_seconds": config.eval_seconds,
+    "setting": setting,
+    "queries": [config.num_queries, config.num_initial],
+    "strategy": [base, dataclasses.asdict(settings)],
+    "autoencoder": config.autoencoder.to_dict() if base == "latent_bo" else None,
+    "executor": config.executor.to_dict(),
+  }
+  text = json.dumps(fields, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _run_one(args: tuple) -> dict[str, Any]:
   config, setting, name, seed, workdir = args
   config_key = config.to_json_best_effort(sort_keys=True)
@@ -215,27 +240,55 @@ def _pin_worker(cores: list[int]) -> None:
 
 def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict]:
   """Every (setting, seed, strategy) run, in ``config.processes`` processes; each returns
-  its best-so-far curve. Runs already finished in ``workdir`` are read back."""
-  # Seed by seed, so a stopped benchmark holds whole seeds of every setting.
-  jobs = [
-    (config, setting, name, seed, str(workdir))
-    for seed in range(config.num_seeds)
+  its best-so-far curve. Runs already finished in ``workdir``, or recorded in
+  ``config.record`` for this code version and run key, are read back."""
+  version = record.code_version("nasq.runs.compare")
+  keys = {
+    (setting, name): run_key(config, setting, name)
     for setting in config.settings
     for name in config.strategies_to_run
-  ]
-  if config.processes <= 1:
-    return [_run_one(j) for j in jobs]
+  }
+  recorded = {}
+  if config.record:
+    for row in record.read(config.record):
+      recorded[(row["code"], row["key"], row["seed"])] = row
+  results, jobs = [], []
+  # Seed by seed, so a stopped benchmark holds whole seeds of every setting.
+  for seed in range(config.num_seeds):
+    for setting in config.settings:
+      for name in config.strategies_to_run:
+        row = recorded.get((version, keys[setting, name], seed))
+        if row is not None:
+          results.append({**row, "setting": setting, "strategy": name})
+        else:
+          jobs.append((config, setting, name, seed, str(workdir)))
+  if results:
+    print(
+      f"{len(results)} runs read back from {config.record} (code {version}); "
+      f"{len(jobs)} to run",
+      flush=True,
+    )
+
+  def finished(i, r):
+    r = {**r, "code": version, "key": keys[r["setting"], r["strategy"]]}
+    if config.record:
+      record.append(config.record, r)
+    results.append(r)
+    print(
+      f"[{i}/{len(jobs)}] {r['setting']} {r['strategy']} seed {r['seed']}: "
+      f"best {r['curve'][-1]:.3f} ({r['seconds']:.0f} s)",
+      flush=True,
+    )
+
+  if config.processes <= 1 or len(jobs) <= 1:
+    for i, job in enumerate(jobs, start=1):
+      finished(i, _run_one(job))
+    return results
   ctx = multiprocessing.get_context("spawn")
   cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
   with ctx.Pool(config.processes, _pin_worker, (cores,)) as pool:
-    results = []
     for i, r in enumerate(pool.imap_unordered(_run_one, jobs), start=1):
-      results.append(r)
-      print(
-        f"[{i}/{len(jobs)}] {r['setting']} {r['strategy']} seed {r['seed']}: "
-        f"best {r['curve'][-1]:.3f} ({r['seconds']:.0f} s)",
-        flush=True,
-      )
+      finished(i, r)
   return results
 
 
@@ -337,6 +390,13 @@ def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -
     f"{config.num_seeds} seeds, {config.num_queries} queries ({config.num_initial} "
     f"shared random initial). Wall time {wall / 60:.1f} min on {summary['machine']}."
   )
+  versions = sorted({r["code"] for r in results})
+  summary["code"] = versions
+  lines.append(
+    f"Code version {', '.join(versions)}"
+    + (f"; runs read back from {config.record}" if config.record else "")
+    + "."
+  )
   (workdir / "table.md").write_text("\n".join(lines) + "\n")
   (workdir / "results.json").write_text(json.dumps(summary, indent=1))
   return summary
@@ -379,6 +439,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_queries = 150
   c.num_initial = 10
   c.processes = 2  # Seeds run in parallel processes.
+  # A JSON-lines file of finished runs, kept across workdirs and sessions: runs recorded
+  # there for this code version are read back, new ones appended ("" = none).
+  c.record = ""
   c.eval_seconds = 0.0  # > 0: each evaluation also keeps a core busy this long.
   # Evaluations in flight after the initial design (local: simulated workers, so batch
   # BO can be compared with sequential BO at equal evaluation counts).

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from nasq.costs import compute_costs
-from nasq.runs import compare
+from nasq.runs import compare, record
 from nasq.spaces import NB201Space
+from tests.conftest import machine_cores
 
 
 def test_compare_strategies_on_a_generated_table(tmp_path, table_config, nb201_table):
@@ -70,12 +71,52 @@ def test_unknown_settings_and_evaluators_are_named(tmp_path, table_config):
   assert not (tmp_path / "bench").exists()
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to pin")
+@pytest.mark.skipif(len(machine_cores()) < 2, reason="needs 2 cores to pin")
 def test_workers_are_pinned_to_one_core_each():
   """Unpinned, parallel runs' XLA thread pools fight over the same cores."""
-  cores = sorted(os.sched_getaffinity(0))
+  cores = machine_cores()
   with multiprocessing.get_context("spawn").Pool(
     2, compare._pin_worker, (cores,)
   ) as pool:
     seen = pool.map(os.sched_getaffinity, [0] * 8, chunksize=1)
   assert all(len(s) == 1 and s <= set(cores) for s in seen), seen
+
+
+def test_recorded_runs_are_read_back_only_for_their_code_and_settings(
+  tmp_path, table_config, monkeypatch
+):
+  config = table_config()
+  config.num_seeds, config.num_queries, config.num_initial = 2, 12, 4
+  config.processes = 1
+  config.settings = ("params_0.5",)
+  config.strategies_to_run = ("random", "evolution")
+  config.record = str(tmp_path / "record.jsonl")
+  first = compare.run_all(config, tmp_path / "a")
+  rows = record.read(config.record)
+  version = record.code_version("nasq.runs.compare")
+  assert len(rows) == 4 and {r["code"] for r in rows} == {version}
+  # A new workdir: every run comes from the record, nothing is run again.
+  again = compare.run_all(config, tmp_path / "b")
+  assert not (tmp_path / "b").exists()
+  by_run = {(r["strategy"], r["seed"]): r["curve"] for r in first}
+  assert {(r["strategy"], r["seed"]): r["curve"] for r in again} == by_run
+  # A killed writer's cut last line is ignored, and the next run starts a line of its own.
+  with open(config.record, "a") as f:
+    f.write('{"code": "')
+  assert len(record.read(config.record)) == 4
+  # Another strategy setting, or another code version, is another run.
+  config.strategy_config.population_size = 5
+  compare.run_all(config, tmp_path / "c")
+  assert (tmp_path / "c" / "runs" / "params_0.5" / "evolution").exists()
+  assert len(record.read(config.record)) == 8
+  monkeypatch.setattr(record, "code_version", lambda root: "other")
+  compare.run_all(config, tmp_path / "d")
+  assert (tmp_path / "d" / "runs" / "params_0.5" / "random").exists()
+  assert len(record.read(config.record)) == 12
+
+
+def test_the_code_version_covers_what_a_comparison_imports():
+  sources = record.imported_sources("nasq.runs.compare")
+  for module in ("nasq.strategies.latent_bo", "nasq.gp", "nasq.loop", "nasq.spaces"):
+    assert module in sources
+  assert "nasq.export" not in sources and "nasq.runs.search" not in sources
