@@ -133,15 +133,23 @@ def run_promotions(
 
 def ranked_for_retraining(history: History, budget: Budget) -> list[Record]:
   """Feasible successful records, one per architecture at the highest rung it passed,
-  highest rung first, then by objective."""
+  highest rung first, then by objective; a tie at that rung (small validation sets make
+  them common) is broken by the objectives at the rungs below, highest first."""
   best: dict[tuple[int, ...], Record] = {}
+  scores: dict[tuple[int, ...], dict[int, float]] = {}
   for r in history.successful(None):
     if not budget.fits(r.costs):
       continue
     seen = best.get(r.tokens)
     if seen is None or r.fidelity > seen.fidelity:
       best[r.tokens] = r
-  return sorted(best.values(), key=lambda r: (-r.fidelity, -r.objective))
+    scores.setdefault(r.tokens, {})[r.fidelity] = r.objective
+
+  def key(r: Record) -> tuple[float, ...]:
+    below = scores[r.tokens]
+    return (-r.fidelity, *(-below.get(f, -math.inf) for f in range(r.fidelity, -1, -1)))
+
+  return sorted(best.values(), key=key)
 
 
 def num_planned(num_candidates: int, config: PromotionConfig) -> list[int]:

@@ -110,6 +110,34 @@ def test_the_best_fraction_is_promoted_rung_by_rung(tmp_path):
   assert {r.costs["params"] for r in tight} == {100.0, 101.0, 102.0, 103.0, 104.0}
 
 
+def test_a_tie_at_the_top_rung_is_broken_by_the_rung_below(tmp_path):
+  history = History.open(tmp_path)
+  base = fill(history, n=4)
+  # Rung 1 ties the two weakest of rung 0 with the strongest; history order puts the
+  # weakest first, rung 0 says the strongest should win.
+  for r, score in zip(base, (0.9, 0.9, 0.5, 0.9), strict=True):
+    history.append(
+      Record(
+        index=history.next_index,
+        status="ok",
+        source="promotion",
+        arch=r.arch,
+        tokens=r.tokens,
+        costs=r.costs,
+        objective=score,
+        fidelity=1,
+      )
+    )
+  ranked = promotion.ranked_for_retraining(history, Budget())
+  assert [r.arch for r in ranked] == [
+    base[3].arch,
+    base[1].arch,
+    base[0].arch,
+    base[2].arch,
+  ]
+  assert all(r.fidelity == 1 for r in ranked)
+
+
 def test_a_failed_promotion_is_recorded_and_goes_no_further(tmp_path):
   history = History.open(tmp_path)
   base = fill(history)
