@@ -22,6 +22,26 @@ from nasq.runs import compare  # noqa: E402
 from nasq.spaces import MacroSpace, MacroSpaceConfig, NB201Space  # noqa: E402
 
 
+def pytest_configure(config):
+  """Under pytest-xdist (``-n``, setup.cfg), each worker is pinned to its own core, as
+  the benchmark workers are: unpinned, the workers' XLA thread pools fight over the same
+  cores and every test runs slower."""
+  worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+  if worker.startswith("gw") and hasattr(os, "sched_getaffinity"):
+    cores = sorted(os.sched_getaffinity(0))
+    # What the machine offered, for the tests that pin processes themselves.
+    os.environ.setdefault("NASQ_TEST_CORES", ",".join(map(str, cores)))
+    if len(cores) > 1:
+      os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+
+
+def machine_cores() -> list[int]:
+  """The cores the test run was given (a pinned xdist worker itself sees one)."""
+  if os.environ.get("NASQ_TEST_CORES"):
+    return [int(c) for c in os.environ["NASQ_TEST_CORES"].split(",")]
+  return sorted(os.sched_getaffinity(0))
+
+
 def pytest_sessionfinish(session, exitstatus):
   """In CI nothing may be skipped: a skipped test is a dependency CI forgot to install."""
   if os.environ.get("CI") != "true":
