@@ -34,7 +34,7 @@ from nasq.runs import compare
 from nasq.runs.config import from_config, space_from_config
 from nasq.spaces import make_space
 from nasq.strategies import StrategySettings
-from nasq.strategies.latent_bo import output_transform
+from nasq.strategies.latent_bo import LatentBO, _padded, output_transform
 
 _NUM_FIT = flags.DEFINE_integer("num_fit", 100, "Cells the GP is fitted to.")
 _DRAWS = flags.DEFINE_integer("draws", 4, "Random draws of the fitted cells.")
@@ -72,7 +72,7 @@ def main(argv):
     from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder"),
     config.cache_dir,
   )
-  bound = float(settings.latent_bound)
+  lbo = LatentBO(settings, ae)  # its code normalization and hyperparameter fit
   codes = np.concatenate(
     [
       ae.encode(np.stack([space.encode(a) for a in archs[i : i + 4096]]))
@@ -80,7 +80,7 @@ def main(argv):
     ]
   )
   inputs = {
-    "latent codes": ((codes + bound) / (2 * bound)).astype(np.float32),
+    "latent codes": lbo._unit(codes),
     "one-hot tokens": one_hot(space, archs),
   }
   rng = np.random.default_rng(0)
@@ -92,20 +92,13 @@ def main(argv):
   for input_name, x_all in inputs.items():
     for transform in ("none", "copula"):
       per_draw = []
-      for d, fit_idx in enumerate(draws):
+      for fit_idx in draws:
         held = np.setdiff1d(np.arange(len(archs)), fit_idx)
+        x = x_all[fit_idx]
         y = output_transform(acc[fit_idx], transform)
-        ys, _, _ = gp.standardize(jnp.asarray(y, jnp.float32))
-        x = jnp.asarray(x_all[fit_idx])
-        params = gp.fit_map(
-          settings.kernel,
-          x,
-          ys,
-          jax.random.key(d),
-          num_restarts=int(settings.map_restarts),
-          steps=int(settings.map_steps),
-        )
-        post = gp.condition(settings.kernel, params, x, ys)
+        params = lbo._fit_full(x, y)  # latent BO's full fit of (x, y)
+        xp, ys, mask = _padded(x, y)
+        post = gp.condition(settings.kernel, params, xp, ys, mask)
         mean, _ = gp.predict(settings.kernel, post, jnp.asarray(x_all[held]))
         per_draw.append(scores(np.asarray(mean), acc[held]))
       m = np.mean(per_draw, axis=0)
