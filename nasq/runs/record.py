@@ -13,6 +13,7 @@ import ast
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +56,22 @@ def imported_sources(root: str) -> dict[str, Path]:
   return found
 
 
-def code_version(root: str) -> str:
+def code_version(root: str, exclude: Iterable[str] = ()) -> str:
   """A hash of the source of every ``nasq`` module ``root`` can execute (what it imports,
-  transitively): a recorded run counts only for the code version that produced it."""
+  transitively), less the modules in ``exclude`` (ones the caller knows cannot change a
+  run): a recorded run counts only for the code version that produced it."""
+  exclude = set(exclude)
   digest = hashlib.sha256()
   for name, path in sorted(imported_sources(root).items()):
+    if name in exclude:
+      continue
     digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
   return digest.hexdigest()[:12]
 
 
 def read(path: str | Path) -> list[dict[str, Any]]:
-  """The recorded runs (a last line cut by a kill is dropped)."""
+  """The recorded runs; a line that does not parse (a last line cut by a kill) is
+  dropped."""
   path = Path(path).expanduser()
   if not path.exists():
     return []
@@ -82,9 +88,11 @@ def append(path: str | Path, row: dict[str, Any]) -> None:
   """Appends ``row`` as one line (after a cut last line, on a line of its own)."""
   path = Path(path).expanduser()
   path.parent.mkdir(parents=True, exist_ok=True)
-  cut = (
-    path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-  )
+  cut = False
+  if path.exists() and path.stat().st_size > 0:
+    with path.open("rb") as f:
+      f.seek(-1, os.SEEK_END)
+      cut = f.read(1) != b"\n"
   with path.open("a") as f:
     f.write(("\n" if cut else "") + json.dumps(row, sort_keys=True) + "\n")
     f.flush()

@@ -3,6 +3,7 @@
 import json
 import multiprocessing
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -28,7 +29,24 @@ def test_compare_strategies_on_a_generated_table(tmp_path, table_config, nb201_t
   config.strategy_config.pool_size = 128
   config.settings = ("unconstrained", "params_0.5")
   config.strategies_to_run = ("latent_bo", "random", "evolution", "latent_bo_pof")
-  summary = compare.compare_strategies(config, tmp_path / "bench")
+  called = set()
+
+  def profile(frame, event, arg):
+    if event == "call":
+      called.add((frame.f_code.co_filename, frame.f_code.co_name))
+
+  sys.setprofile(profile)  # every Python function the comparison calls
+  try:
+    summary = compare.compare_strategies(config, tmp_path / "bench")
+  finally:
+    sys.setprofile(None)
+  # The code version leaves out modules that a comparison on a table never runs: it
+  # calls nothing in them (latent BO's code, which it hashes, it does run).
+  sources = record.imported_sources("nasq.runs.compare")
+  left_out = {str(sources[m].resolve()) for m in compare.NOT_RUN_ON_A_TABLE}
+  ran = {(os.path.realpath(f), name) for f, name in called}
+  assert str(sources["nasq.strategies.latent_bo"].resolve()) in {f for f, _ in ran}
+  assert not [(f, name) for f, name in ran if f in left_out]
   table = (tmp_path / "bench" / "table.md").read_text()
   for name in ("latent_bo", "random", "evolution", "latent_bo_pof"):
     assert f"| {name} |" in table
@@ -93,7 +111,7 @@ def test_recorded_runs_are_read_back_only_for_their_code_and_settings(
   config.record = str(tmp_path / "record.jsonl")
   first = compare.run_all(config, tmp_path / "a")
   rows = record.read(config.record)
-  version = record.code_version("nasq.runs.compare")
+  version = compare.code_version()
   assert len(rows) == 4 and {r["code"] for r in rows} == {version}
   # A new workdir: every run comes from the record, nothing is run again.
   again = compare.run_all(config, tmp_path / "b")
@@ -109,7 +127,7 @@ def test_recorded_runs_are_read_back_only_for_their_code_and_settings(
   compare.run_all(config, tmp_path / "c")
   assert (tmp_path / "c" / "runs" / "params_0.5" / "evolution").exists()
   assert len(record.read(config.record)) == 8
-  monkeypatch.setattr(record, "code_version", lambda root: "other")
+  monkeypatch.setattr(compare, "code_version", lambda: "other")
   compare.run_all(config, tmp_path / "d")
   assert (tmp_path / "d" / "runs" / "params_0.5" / "random").exists()
   assert len(record.read(config.record)) == 12
@@ -120,3 +138,10 @@ def test_the_code_version_covers_what_a_comparison_imports():
   for module in ("nasq.strategies.latent_bo", "nasq.gp", "nasq.loop", "nasq.spaces"):
     assert module in sources
   assert "nasq.export" not in sources and "nasq.runs.search" not in sources
+  # The modules left out of the version are imported, and an edit to any other one
+  # changes it.
+  left_out = compare.NOT_RUN_ON_A_TABLE + compare.BOOKKEEPING
+  assert set(left_out) <= set(sources)
+  version = compare.code_version()
+  assert record.code_version("nasq.runs.compare") != version
+  assert record.code_version("nasq.runs.compare", left_out[1:]) != version
