@@ -5,10 +5,23 @@ import dataclasses
 import gzip
 import math
 import os
+import shutil
 import struct
+import tempfile
 
 # Tests run on the CPU whatever accelerator the machine has.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache for the whole test run: the xdist workers and
+# every entry point a test starts as a subprocess (they inherit this environment) load
+# the programs that took another process over a second to compile (JAX's threshold;
+# caching every small op-by-op program too cost more than it saved) instead of
+# compiling them again. A cached executable is the one XLA would compile, so no result
+# changes. A size limit makes JAX take a file lock around each read and write, which the
+# concurrent processes need.
+_OWN_XLA_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_XLA_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="nasq-tests-xla-")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -33,6 +46,13 @@ def pytest_configure(config):
     os.environ.setdefault("NASQ_TEST_CORES", ",".join(map(str, cores)))
     if len(cores) > 1:
       os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
+
+
+def pytest_unconfigure(config):
+  """The process that made the compilation cache removes it (the xdist controller, or
+  the only process without xdist)."""
+  if _OWN_XLA_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def machine_cores() -> list[int]:

@@ -232,7 +232,7 @@ def test_a_bad_budget_is_one_line_and_leaves_nothing_behind(tmp_path):
 
 
 def test_a_search_killed_at_random_moments_resumes_to_the_same_records(
-  tmp_path, fake_fashion_mnist
+  tmp_path, fake_fashion_mnist, ae_cache
 ):
   """SIGKILL the real entry point three times at random moments (each once the history
   has grown, after a random delay) and resume: the records equal those of an
