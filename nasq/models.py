@@ -261,10 +261,10 @@ def init_variables(model: nn.Module, input_shape: tuple[int, ...], key: jax.Arra
   """Initial ``{'params', 'batch_stats'}`` for one NHWC input of ``input_shape``.
 
   One compiled program, its random numbers drawn with JAX's sequential threefry (not the
-  partitionable one, JAX's default): XLA:CPU compiles the partitionable generator's
-  program for a network's dozens of parameter shapes about 4x as slowly (measured 22 s
-  against 6 s for an 11-layer network of the default space, where the whole training
-  step compiles in 19 s), and the variables, created on one device, never need it.
+  partitionable one, JAX's default): XLA:CPU compiles the partitionable generator slowly
+  for a network's dozens of parameter shapes, and the variables, created on one device,
+  never need it. ``train.create_state`` takes 2.8x less time with it on networks of the
+  default space (experiments/benchmarks/init_compile.py; the README has the figures).
   Op by op instead, the first network took about 40 s (one program per operation).
   """
 
