@@ -6,8 +6,9 @@ The GP latent BO fits (the kernel, prior and MAP fit of configs/bench_nb201.py's
 strategy settings) on ``--num_fit`` random NAS-Bench-201 cells, predicting every other
 cell, once per (input, output transform):
 
-* inputs: the autoencoder's latent codes in the unit cube (what latent BO uses), or the
-  cells' one-hot tokens (what a kernel on the architecture itself would see);
+* inputs: the autoencoder's latent codes in the unit cube (what latent BO uses), the
+  cells' one-hot tokens (what a kernel on the architecture itself would see), or both
+  concatenated;
 * outputs: standardized accuracy ("none") or the copula transform (ranks to normal
   quantiles, latent BO's default).
 
@@ -79,9 +80,13 @@ def main(argv):
       for i in range(0, len(archs), 4096)
     ]
   )
+  unit, tokens = lbo._unit(codes), one_hot(space, archs)
   inputs = {
-    "latent codes": lbo._unit(codes),
-    "one-hot tokens": one_hot(space, archs),
+    "latent codes": unit,
+    "one-hot tokens": tokens,
+    # Both, side by side: an ARD kernel over the concatenation (a candidate for the
+    # constrained settings, where the latent codes alone rank worst).
+    "latent codes + one-hot tokens": np.concatenate([unit, tokens], axis=1),
   }
   rng = np.random.default_rng(0)
   draws = [
