@@ -84,8 +84,7 @@ def main(argv):
   inputs = {
     "latent codes": unit,
     "one-hot tokens": tokens,
-    # Both, side by side: an ARD kernel over the concatenation (a candidate for the
-    # constrained settings, where the latent codes alone rank worst).
+    # Both side by side: one ARD kernel over the concatenation.
     "latent codes + one-hot tokens": np.concatenate([unit, tokens], axis=1),
   }
   rng = np.random.default_rng(0)
