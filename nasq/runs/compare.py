@@ -469,6 +469,7 @@ def default_config() -> ml_collections.ConfigDict:
       "latent_bo_observed_incumbent": {"incumbent": "observed"},
       "latent_bo_no_neighbours": {"num_neighbours": 0},
       "latent_bo_no_copula": {"output_transform": "none"},
+      "latent_bo_tokens": {"gp_input": "tokens"},
     }
   )
   c.strategy_config = to_config(strategies.StrategySettings(map_steps=100))
