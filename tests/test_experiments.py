@@ -86,7 +86,9 @@ def test_train_autoencoder_entry_point_and_cache(tmp_path):
   assert "500 decoded, 100.00% valid" in proc.stdout
   report = json.loads((workdir / "autoencoder_report.json").read_text())
   assert (workdir / "latent.png").stat().st_size > 10_000
-  (entry,) = list(cache.iterdir())
+  names = sorted(p.name for p in cache.iterdir())
+  (entry,) = [cache / n for n in names if not n.endswith(".lock")]
+  assert names == [entry.name, entry.name + ".lock"]  # the entry and its lock file
   assert entry.name.startswith("nb201-") and (entry / "meta.json").exists()
   # A second run loads the cached autoencoder: the same model, no training.
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

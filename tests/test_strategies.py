@@ -24,18 +24,20 @@ def proposals_mean(history, source):
   return float(np.mean(values))
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed, gp_input", [(0, "latent"), (1, "latent"), (0, "tokens")])
 def test_latent_bo_proposes_better_networks_than_random_search(
-  tmp_path, small_ae, make_ctx, run_initial, cheap_evaluate, seed
+  tmp_path, small_ae, make_ctx, run_initial, cheap_evaluate, seed, gp_input
 ):
   """On a smooth objective, with the same initial design, latent BO's own proposals
-  (not random fallbacks) score higher on average than random search's."""
+  (not random fallbacks) score higher on average than random search's, whether its GP
+  models the latent codes or the decoded architectures' one-hot tokens."""
   key = jax.random.key(seed)
   means = {}
+  settings = dataclasses.replace(BO, gp_input=gp_input)
   for name in ("latent_bo", "random"):
     ctx = make_ctx(small_ae, path=tmp_path / name)
     run_initial(ctx, key, 5)
-    strategy = strategies.make_strategy(name, BO, small_ae)
+    strategy = strategies.make_strategy(name, settings, small_ae)
     run_strategy(
       ctx,
       strategy,
@@ -207,6 +209,8 @@ def test_bad_names():
     strategies.StrategySettings(tournament_size=30)
   with pytest.raises(ValueError, match="strategies.output_transform must be one of"):
     strategies.StrategySettings(output_transform="log")
+  with pytest.raises(ValueError, match=r"strategies.gp_input must be one of \['latent'"):
+    strategies.StrategySettings(gp_input="codes")
 
 
 def test_the_copula_transform_maps_ranks_to_normal_quantiles():

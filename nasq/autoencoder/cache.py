@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +59,13 @@ def cache_path(
 
 
 def save(ae: TrainedAutoencoder, path: str | Path) -> None:
-  """Saves params (orbax) and metadata to directory ``path``, atomically."""
+  """Saves params (orbax) and metadata to directory ``path``, atomically: written under
+  a temporary name of its own (two writers never share one), then renamed into place.
+  Callers that may race on one ``path`` hold ``_locked(path)`` (``load_or_train`` does).
+  """
   path = Path(path).absolute()
-  tmp = path.with_name(path.name + ".tmp")
-  shutil.rmtree(tmp, ignore_errors=True)
-  tmp.mkdir(parents=True)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent))
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(tmp / "params", jax.device_get(ae.params))
   checkpointer.wait_until_finished()
@@ -77,6 +82,19 @@ def save(ae: TrainedAutoencoder, path: str | Path) -> None:
   (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
   shutil.rmtree(path, ignore_errors=True)
   tmp.rename(path)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+  """An exclusive lock (``fcntl.flock`` on ``<path>.lock``) held for the block: one
+  process trains and saves a cache entry while the others wait, then load it."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path.with_name(path.name + ".lock"), "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def load(
@@ -141,16 +159,19 @@ def load_or_train(
   """The cached autoencoder for (space, autoencoder config), trained if missing.
 
   The cache entry is ``cache_path(space, config, cache_dir)``; a corrupt entry is
-  retrained (with a warning) rather than loaded.
+  retrained (with a warning) rather than loaded. Processes sharing a cache directory
+  train one entry once: the first holds a lock while it trains and saves, the rest wait
+  for it and load what it saved.
   """
   path = cache_path(space, config, cache_dir)
-  if path.exists():
-    try:
-      return load(path, space, config)
-    except AutoencoderCacheError:
-      raise
-    except Exception as e:  # unreadable: retrain
-      logger.warning("autoencoder cache %s is unreadable (%s); retraining", path, e)
-  ae = train(space, config, progress=progress)
-  save(ae, path)
+  with _locked(path):
+    if path.exists():
+      try:
+        return load(path, space, config)
+      except AutoencoderCacheError:
+        raise
+      except Exception as e:  # unreadable: retrain
+        logger.warning("autoencoder cache %s is unreadable (%s); retraining", path, e)
+    ae = train(space, config, progress=progress)
+    save(ae, path)
   return dataclasses.replace(ae, report={**ae.report, "cache_path": str(path)})

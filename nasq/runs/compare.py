@@ -273,7 +273,7 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict
       for name in config.strategies_to_run:
         row = recorded.get((version, keys[setting, name], seed))
         if row is not None:
-          results.append({**row, "setting": setting, "strategy": name})
+          results.append({**row, "setting": setting, "strategy": name, "read_back": True})
         else:
           jobs.append((config, setting, name, seed, str(workdir)))
   if results:
@@ -400,9 +400,17 @@ def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -
     lines.append("")
     summary["settings"][setting] = {"table_best": best_value, "strategies": rows}
     _plot(workdir / f"curves_{setting}.png", results, setting, config, best_value)
+  read_back = [r for r in results if r.get("read_back")]
   lines.append(
     f"{config.num_seeds} seeds, {config.num_queries} queries ({config.num_initial} "
-    f"shared random initial). Wall time {wall / 60:.1f} min on {summary['machine']}."
+    f"shared random initial). Wall time {wall / 60:.1f} min on {summary['machine']} "
+    f"for the {len(results) - len(read_back)} runs done now"
+    + (
+      f"; {len(read_back)} runs read back from the record, which took "
+      f"{sum(r['seconds'] for r in read_back) / 60:.1f} min of worker time when run."
+      if read_back
+      else "."
+    )
   )
   versions = sorted({r["code"] for r in results})
   summary["code"] = versions
@@ -469,6 +477,7 @@ def default_config() -> ml_collections.ConfigDict:
       "latent_bo_observed_incumbent": {"incumbent": "observed"},
       "latent_bo_no_neighbours": {"num_neighbours": 0},
       "latent_bo_no_copula": {"output_transform": "none"},
+      "latent_bo_tokens": {"gp_input": "tokens"},
     }
   )
   c.strategy_config = to_config(strategies.StrategySettings(map_steps=100))

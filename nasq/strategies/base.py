@@ -21,6 +21,7 @@ HYPERPARAMETERS = ("map", "nuts")
 INCUMBENTS = ("posterior_mean", "observed")
 FEASIBILITY = ("exact", "pof")
 OUTPUT_TRANSFORMS = ("copula", "none")
+GP_INPUTS = ("latent", "tokens")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,10 @@ class StrategySettings:
   # What the GP models: "copula" (objectives' ranks mapped to normal quantiles, robust
   # to the few collapsed networks that squash a standardized scale) or "none".
   output_transform: str = "copula"
+  # What the GP's kernel sees: "latent" (the unit-cube codes) or "tokens" (the one-hot
+  # tokens of the decoded architecture; the pool and trust region stay in the latent
+  # space, the GP models the architectures themselves).
+  gp_input: str = "latent"
 
   def __post_init__(self):
     gp.check_kernel(self.kernel)
@@ -68,6 +73,7 @@ class StrategySettings:
       ("incumbent", self.incumbent, INCUMBENTS),
       ("feasibility", self.feasibility, FEASIBILITY),
       ("output_transform", self.output_transform, OUTPUT_TRANSFORMS),
+      ("gp_input", self.gp_input, GP_INPUTS),
     ):
       if value not in allowed:
         raise ValueError(

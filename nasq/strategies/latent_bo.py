@@ -108,7 +108,9 @@ class LatentBO:
   trust region around the best feasible architectures (by posterior mean), a few from
   the prior; decode them all, keep the new architectures whose exact costs fit the
   budget (a hard mask: nothing else decides feasibility), and rank those by expected
-  improvement at the code each decodes to, over the noise-aware incumbent.
+  improvement at the code each decodes to, over the noise-aware incumbent. With
+  ``gp_input='tokens'`` the GP models the decoded architectures' one-hot tokens instead
+  of their codes; the pool and its trust region stay in the latent space.
 
   The GP's hyperparameters get a full fit (``map_restarts`` x ``map_steps``) every
   ``refit_every`` data points, and ``warm_steps`` from that fit in between; both are
@@ -154,6 +156,17 @@ class LatentBO:
 
   def _unit(self, z: np.ndarray) -> np.ndarray:
     return ((np.asarray(z) + self.bound) / (2 * self.bound)).astype(np.float32)
+
+  def _features(self, ctx: SearchContext, tokens: list[tuple[int, ...]]) -> np.ndarray:
+    """The GP's inputs for ``tokens`` [n, f]: unit-cube codes, or with
+    ``gp_input='tokens'`` one one-hot block per token position."""
+    if self.config.gp_input == "latent":
+      return self._unit(self._latents(tokens))
+    t = np.asarray(tokens, np.int64).reshape(len(tokens), -1)
+    return np.concatenate(
+      [np.eye(v, dtype=np.float32)[t[:, i]] for i, v in enumerate(ctx.space.vocab_sizes)],
+      axis=1,
+    )
 
   def _fit(self, u: np.ndarray, objectives: np.ndarray) -> acquisition.Fit:
     """The GP on unit-cube codes ``u`` (padded to a bucket, so sizes share compiled
@@ -223,7 +236,7 @@ class LatentBO:
     if len(ok) < 2:
       return as_fallback(self.fallback.propose(ctx, key))
     c = self.config
-    u = self._unit(self._latents([r.tokens for r in ok]))
+    u = self._features(ctx, [r.tokens for r in ok])
     objectives = np.array([r.objective for r in ok], dtype=np.float64)
     y = output_transform(objectives, c.output_transform)
     feasible = np.array([ctx.budget.fits(r.costs) for r in ok])
@@ -237,11 +250,18 @@ class LatentBO:
       "constraints": [],
       "limits": [],
     }
-    tr = trust_region_from_history(ctx.history, ctx.budget, self.name, c, u.shape[1])
-    lengthscale = np.exp(np.asarray(fit.samples.log_lengthscale).mean(0))
+    if c.gp_input == "latent":
+      centres = u[anchors]
+      lengthscale = np.exp(np.asarray(fit.samples.log_lengthscale).mean(0))
+    else:  # the GP's length scales are per token, not per latent coordinate
+      centres = self._unit(self._latents([ok[i].tokens for i in anchors]))
+      lengthscale = np.ones(centres.shape[1])
+    tr = trust_region_from_history(
+      ctx.history, ctx.budget, self.name, c, centres.shape[1]
+    )
     rng = numpy_rng(key)
     for widen in (1.0, 2.0, 4.0):  # widen the region until something new fits
-      pool = self._pool(u[anchors], lengthscale, tr.length * widen, rng)
+      pool = self._pool(centres, lengthscale, tr.length * widen, rng)
       neighbours = self._neighbours(ctx, [ok[i].tokens for i in anchors], rng)
       proposals = self._rank(ctx, pool, aux, neighbours)
       if proposals:
@@ -255,7 +275,7 @@ class LatentBO:
     elsewhere, and the incumbent stays computed from real observations."""
     if not ctx.pending:
       return fit.posts
-    uq = self._unit(self._latents(list(ctx.pending)))
+    uq = self._features(ctx, list(ctx.pending))
     n, q = len(u), len(uq)
     m = _bucket(n + q)
     xp = np.concatenate([u, uq, np.zeros((m - n - q, u.shape[1]), np.float32)])
@@ -352,11 +372,9 @@ class LatentBO:
         tokens.append(t)
     if not tokens:
       return []
-    codes = self._latents(tokens)
-    m = _bucket(len(codes), _CHUNK)
-    padded = np.concatenate(
-      [self._unit(codes), np.zeros((m - len(codes), codes.shape[1]))]
-    )
+    inputs = self._features(ctx, tokens)
+    m = _bucket(len(inputs), _CHUNK)
+    padded = np.concatenate([inputs, np.zeros((m - len(inputs), inputs.shape[1]))])
     values = np.concatenate(
       [  # fixed-size chunks: one compiled program per GP size
         np.asarray(
@@ -366,9 +384,9 @@ class LatentBO:
         )
         for i in range(0, m, _CHUNK)
       ]
-    )[: len(codes)]
+    )[: len(inputs)]
     if self.config.feasibility == "pof":
-      values = values + self._pof(ctx, codes)
+      values = values + self._pof(ctx, self._latents(tokens))
     order = np.argsort(-values, kind="stable")[:16]
     latents = np.concatenate([points, self._latents(list(extra))]) if extra else points
     return [Proposal(tokens[i], tuple(float(v) for v in latents[keep[i]])) for i in order]

@@ -59,3 +59,41 @@ def test_cache_reuses_retrains_and_rejects(small_ae, tmp_path, monkeypatch):
   assert calls == [1]
   assert json.loads((path / "meta.json").read_text())["format"] == ae_lib.FORMAT_VERSION
   assert retrained.decode(z).shape == (50, space.num_positions)
+
+
+def test_two_loaders_of_one_missing_entry_train_it_once(small_ae, tmp_path, monkeypatch):
+  """Two searches starting at once on one cache: one trains and saves, the other waits
+  and loads that entry (unlocked, both would train, and one's save would delete the
+  other's files mid-write)."""
+  import threading
+  import time
+
+  space, config = small_ae.space, small_ae.config
+  calls = []
+
+  def slow_train(*args, **kwargs):
+    calls.append(1)
+    time.sleep(0.5)  # long enough for the other loader to find the entry missing
+    return small_ae
+
+  monkeypatch.setattr(cache_lib, "train", slow_train)
+  results, errors = [], []
+
+  def load():
+    try:
+      results.append(ae_lib.load_or_train(space, config, tmp_path, progress=False))
+    except Exception as e:  # surfaced below
+      errors.append(e)
+
+  threads = [threading.Thread(target=load) for _ in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert not errors
+  assert calls == [1]
+  z = np.random.default_rng(0).normal(size=(20, config.latent_dim))
+  np.testing.assert_array_equal(results[0].decode(z), results[1].decode(z))
+  path = ae_lib.cache_path(space, config, tmp_path)
+  leftovers = sorted(p.name for p in tmp_path.iterdir())
+  assert leftovers == sorted([path.name, path.name + ".lock"])

@@ -118,6 +118,8 @@ def test_recorded_runs_are_read_back_only_for_their_code_and_settings(
   assert not (tmp_path / "b").exists()
   by_run = {(r["strategy"], r["seed"]): r["curve"] for r in first}
   assert {(r["strategy"], r["seed"]): r["curve"] for r in again} == by_run
+  # Marked as read back (table.md's footer counts their recorded worker time apart).
+  assert all(r["read_back"] for r in again) and not any("read_back" in r for r in first)
   # A killed writer's cut last line is ignored, and the next run starts a line of its own.
   with open(config.record, "a") as f:
     f.write('{"code": "')
