@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from nasq.costs import Budget, Costs
-from nasq.history import STATUS_OK, History, Record
+from nasq.history import EVALUATED, STATUS_OK, History, Record
 from nasq.spaces import Architecture
 
 
@@ -104,6 +104,9 @@ def write_report(
   fig.tight_layout()
   fig.savefig(workdir / "best_so_far.png", dpi=120)
 
+  # search_seconds counts this invocation only (0 when a resumed search had nothing
+  # left to evaluate); the records' own wall times add up every run's evaluations.
+  evaluation_seconds = sum(r.seconds for r in history if r.status in EVALUATED)
   statuses: dict[str, int] = {}
   for r in history:
     statuses[r.status] = statuses.get(r.status, 0) + 1
@@ -111,7 +114,9 @@ def write_report(
   lines = [
     f"# Search report: {strategy}, {weight_bits}-bit weights",
     "",
-    f"Budget: {budget}. Records: {statuses}. Search time: {search_seconds / 60:.1f} min.",
+    f"Budget: {budget}. Records: {statuses}. Search time in this run: "
+    f"{search_seconds / 60:.1f} min; evaluation time in the history (every run of "
+    f"this search, resumed ones included): {evaluation_seconds / 60:.1f} min.",
     "",
   ]
   if best is not None:
@@ -176,6 +181,7 @@ def write_report(
     "weight_bits": weight_bits,
     "records": statuses,
     "search_seconds": search_seconds,
+    "evaluation_seconds": evaluation_seconds,
     "best_search": _brief(best),
     "promotion": rungs,
     "final": finals,

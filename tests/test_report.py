@@ -1,10 +1,12 @@
 """What a search leaves for its reader: fronts, curves, the report and its summary."""
 
+import dataclasses
 import itertools
 import json
 
 import jax
 import numpy as np
+import pytest
 
 from nasq import evaluators, report, strategies
 from nasq.costs import compute_costs
@@ -58,10 +60,14 @@ def test_best_so_far_only_counts_feasible_successes(make_ctx, cheap_evaluate):
 
 def test_write_report(tmp_path, make_ctx, cheap_evaluate):
   ctx = make_ctx(params=3000)
+
+  def evaluate(arch, seed):  # each evaluation reports 30 s of wall time
+    return dataclasses.replace(cheap_evaluate(arch, seed), seconds=30.0)
+
   run_strategy(
     ctx,
     strategies.RandomSearch(),
-    cheap_evaluate,
+    evaluate,
     evaluators.Objective(),
     6,
     jax.random.key(1),
@@ -99,6 +105,12 @@ def test_write_report(tmp_path, make_ctx, cheap_evaluate):
   )
   assert summary["best_search"]["index"] == best.index
   assert summary["records"] == {"ok": 6}
+  # This run's clock and the history's evaluation time are reported apart, so a
+  # resumed search with nothing left to run does not read as a search of no time.
+  assert summary["evaluation_seconds"] == pytest.approx(6 * 30.0)
+  assert "Search time in this run: 1.0 min" in text
+  assert "resumed ones included): 3.0 min." in text
+  assert "history (every run of this search, resumed ones included): " in text
 
 
 def test_costs_table_lists_every_weighted_layer():
