@@ -7,7 +7,6 @@ best-so-far curves, TensorBoard metrics and the best model's checkpoint to the w
 A rerun with the same workdir resumes.
 """
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -25,10 +24,6 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # keep checkpointing chatter off the console
   config = _CONFIG.value
-  if config.strategies.hyperparameters == "nuts":
-    # With JAX's CPU async dispatch on, a numpyro NUTS fit on XLA:CPU sometimes never
-    # returns (README, "One constrained BO step"); run each computation inline.
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
   if config.sweep_weight_bits:
     run_main(search.run_sweep, config, _WORKDIR.value)
     print(f"combined front: {_WORKDIR.value}/fronts_by_bits.png")

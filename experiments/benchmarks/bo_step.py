@@ -54,13 +54,6 @@ _METHODS = flags.DEFINE_list(
 _NUTS_MAX_N = flags.DEFINE_integer("nuts_max_n", 50, "NUTS runs only at n <= this.")
 _NUTS_WARMUP = flags.DEFINE_integer("nuts_warmup", 100, "NUTS warm-up steps per GP.")
 _NUTS_SAMPLES = flags.DEFINE_integer("nuts_samples", 100, "NUTS samples per GP.")
-_ASYNC = flags.DEFINE_boolean(
-  "cpu_async_dispatch",
-  True,
-  "JAX's asynchronous dispatch on the CPU (jax_cpu_enable_async_dispatch). With it on, "
-  "a NUTS step here sometimes never returns (every XLA thread idle, the result never "
-  "ready); --nocpu_async_dispatch runs each computation inline.",
-)
 
 BOUND = 4.0
 OPTIMUM = 0.397887
@@ -151,12 +144,7 @@ def draw(n, d, rep):
 def main(argv):
   del argv
   d = _DIM.value
-  # Before the first computation: the CPU client reads it when it is created.
-  jax.config.update("jax_cpu_enable_async_dispatch", _ASYNC.value)
-  print(
-    f"machine: {platform.machine()}, {multiprocessing.cpu_count()} CPUs; d={d}; "
-    f"CPU async dispatch {'on' if _ASYNC.value else 'off'}"
-  )
+  print(f"machine: {platform.machine()}, {multiprocessing.cpu_count()} CPUs; d={d}")
   rows = []
   for n in [int(s) for s in _SIZES.value]:
     methods = [m for m in _METHODS.value if m != "nasq_nuts" or n <= _NUTS_MAX_N.value]
