@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from nasq.costs import Budget, Costs
-from nasq.history import EVALUATED, STATUS_OK, History, Record
+from nasq.history import STATUS_OK, History, Record
 from nasq.spaces import Architecture
 
 
@@ -106,7 +106,7 @@ def write_report(
 
   # search_seconds counts this invocation only (0 when a resumed search had nothing
   # left to evaluate); the records' own wall times add up every run's evaluations.
-  evaluation_seconds = sum(r.seconds for r in history if r.status in EVALUATED)
+  evaluation_seconds = sum(r.seconds for r in history.evaluated(fidelity=None))
   statuses: dict[str, int] = {}
   for r in history:
     statuses[r.status] = statuses.get(r.status, 0) + 1
