@@ -169,7 +169,8 @@ class LatentBO:
     )
 
   def _fit(self, u: np.ndarray, objectives: np.ndarray) -> acquisition.Fit:
-    """The GP on unit-cube codes ``u`` (padded to a bucket, so sizes share compiled
+    """The GP on the inputs ``u`` from ``_features`` (unit-cube codes, or one-hot
+    tokens when ``gp_input == "tokens"``; padded to a bucket, so sizes share compiled
     programs) and the transformed ``objectives``, hyperparameters as in the class
     docstring. The full fit sees the transform of its own data alone, so it stays the
     same fit (and cached) until the next ``refit_every`` boundary, although a rank
