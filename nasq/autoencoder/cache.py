@@ -66,6 +66,16 @@ def save(ae: TrainedAutoencoder, path: str | Path) -> None:
   path = Path(path).absolute()
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent))
+  try:
+    _write(ae, tmp)
+  except BaseException:  # an interrupted or failed save leaves no partial directory
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  shutil.rmtree(path, ignore_errors=True)
+  tmp.rename(path)
+
+
+def _write(ae: TrainedAutoencoder, tmp: Path) -> None:
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(tmp / "params", jax.device_get(ae.params))
   checkpointer.wait_until_finished()
@@ -80,8 +90,6 @@ def save(ae: TrainedAutoencoder, path: str | Path) -> None:
     "report": ae.report,
   }
   (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-  shutil.rmtree(path, ignore_errors=True)
-  tmp.rename(path)
 
 
 @contextlib.contextmanager
@@ -161,10 +169,16 @@ def load_or_train(
   The cache entry is ``cache_path(space, config, cache_dir)``; a corrupt entry is
   retrained (with a warning) rather than loaded. Processes sharing a cache directory
   train one entry once: the first holds a lock while it trains and saves, the rest wait
-  for it and load what it saved.
+  for it and load what it saved. A save that was killed midway leaves a temporary
+  directory next to the entry; the next call removes it.
   """
   path = cache_path(space, config, cache_dir)
   with _locked(path):
+    # Temporary directories of this entry left by a killed save (only the lock holder
+    # writes the entry, so none is in use now).
+    for stale in path.parent.glob(path.name + ".*.tmp"):
+      logger.warning("removing %s, left by an interrupted save", stale)
+      shutil.rmtree(stale, ignore_errors=True)
     if path.exists():
       try:
         return load(path, space, config)

@@ -97,3 +97,30 @@ def test_two_loaders_of_one_missing_entry_train_it_once(small_ae, tmp_path, monk
   path = ae_lib.cache_path(space, config, tmp_path)
   leftovers = sorted(p.name for p in tmp_path.iterdir())
   assert leftovers == sorted([path.name, path.name + ".lock"])
+
+
+def test_a_failed_save_leaves_nothing_and_a_killed_ones_leftovers_are_removed(
+  small_ae, tmp_path, monkeypatch
+):
+  space, config = small_ae.space, small_ae.config
+  path = ae_lib.cache_path(space, config, tmp_path)
+
+  def broken_write(ae, tmp):
+    (tmp / "meta.json").write_text("{}")  # something written, then the failure
+    raise OSError("disk full")
+
+  monkeypatch.setattr(cache_lib, "_write", broken_write)
+  with pytest.raises(OSError, match="disk full"):
+    ae_lib.save(small_ae, path)
+  assert list(tmp_path.iterdir()) == []
+  monkeypatch.undo()
+
+  # What a killed save leaves (no exception handler ran): removed by the next load.
+  stale = tmp_path / f"{path.name}.abc123.tmp"
+  (stale / "params").mkdir(parents=True)
+  other = tmp_path / "macro-0000000000000000.abc123.tmp"  # another entry's: kept
+  other.mkdir()
+  monkeypatch.setattr(cache_lib, "train", lambda *a, **k: small_ae)
+  ae_lib.load_or_train(space, config, tmp_path, progress=False)
+  names = sorted(p.name for p in tmp_path.iterdir())
+  assert names == sorted([path.name, path.name + ".lock", other.name])
