@@ -34,6 +34,7 @@ from nasq import gp
 from nasq.runs import compare
 from nasq.runs.config import from_config, space_from_config
 from nasq.spaces import make_space
+from nasq.spaces import one_hot as one_hot_tokens
 from nasq.strategies import StrategySettings
 from nasq.strategies.latent_bo import LatentBO, _padded, output_transform
 
@@ -43,11 +44,7 @@ _TOP = 50
 
 
 def one_hot(space, archs) -> np.ndarray:
-  tokens = np.stack([space.encode(a) for a in archs])
-  return np.concatenate(
-    [np.eye(v, dtype=np.float32)[tokens[:, i]] for i, v in enumerate(space.vocab_sizes)],
-    axis=1,
-  )
+  return one_hot_tokens(np.stack([space.encode(a) for a in archs]), space.vocab_sizes)
 
 
 def scores(pred: np.ndarray, true: np.ndarray) -> tuple[float, float, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from nasq.spaces import macro, nb201
-from nasq.spaces.base import Architecture, InvalidArchitectureError, SearchSpace
+from nasq.spaces.base import Architecture, InvalidArchitectureError, SearchSpace, one_hot
 from nasq.spaces.macro import Layer, MacroArchitecture, MacroSpace, MacroSpaceConfig
 from nasq.spaces.nb201 import NB201Architecture, NB201Space, NB201SpaceConfig
 
@@ -28,6 +28,7 @@ __all__ = [
   "SearchSpace",
   "SpaceConfig",
   "make_space",
+  "one_hot",
   "macro",
   "nb201",
   "space_config",

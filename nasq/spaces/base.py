@@ -19,6 +19,14 @@ class InvalidArchitectureError(ValueError):
   """A token vector or string that is not an architecture of the space."""
 
 
+def one_hot(tokens: Any, vocab_sizes: Sequence[int]) -> np.ndarray:
+  """Token vectors [n, P] as one one-hot block per position: [n, sum(vocab_sizes)]."""
+  t = np.asarray(tokens, np.int64).reshape(-1, len(vocab_sizes))
+  return np.concatenate(
+    [np.eye(v, dtype=np.float32)[t[:, i]] for i, v in enumerate(vocab_sizes)], axis=1
+  )
+
+
 @runtime_checkable
 class Architecture(Protocol):
   """An immutable, hashable description of one network."""

@@ -15,6 +15,7 @@ from nasq import acquisition, gp
 from nasq.autoencoder import TrainedAutoencoder
 from nasq.costs import Budget
 from nasq.history import History
+from nasq.spaces import one_hot
 from nasq.strategies.base import (
   Proposal,
   SearchContext,
@@ -162,11 +163,7 @@ class LatentBO:
     ``gp_input='tokens'`` one one-hot block per token position."""
     if self.config.gp_input == "latent":
       return self._unit(self._latents(tokens))
-    t = np.asarray(tokens, np.int64).reshape(len(tokens), -1)
-    return np.concatenate(
-      [np.eye(v, dtype=np.float32)[t[:, i]] for i, v in enumerate(ctx.space.vocab_sizes)],
-      axis=1,
-    )
+    return one_hot(tokens, ctx.space.vocab_sizes)
 
   def _fit(self, u: np.ndarray, objectives: np.ndarray) -> acquisition.Fit:
     """The GP on the inputs ``u`` from ``_features`` (unit-cube codes, or one-hot

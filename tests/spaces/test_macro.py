@@ -3,6 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from nasq import spaces
 from nasq.spaces import InvalidArchitectureError, MacroSpace, MacroSpaceConfig, macro
 
 
@@ -139,3 +140,16 @@ def test_reference_networks_parse():
     assert arch.to_string() == macro.REFERENCE_NETWORKS[name][2]
   with pytest.raises(ValueError, match="accepted values"):
     macro.reference_architecture("resnet50")
+
+
+def test_one_hot_has_one_block_per_position():
+  space = MacroSpace(MacroSpaceConfig())
+  tokens = space.sample_tokens(np.random.default_rng(0), 5)
+  x = spaces.one_hot(tokens, space.vocab_sizes)
+  assert x.shape == (5, sum(space.vocab_sizes))
+  starts = np.cumsum((0,) + space.vocab_sizes[:-1])
+  # Exactly one 1 per block, at the token's own index.
+  np.testing.assert_array_equal(x.sum(1), np.full(5, space.num_positions))
+  for p, start in enumerate(starts):
+    np.testing.assert_array_equal(x[np.arange(5), start + tokens[:, p]], 1.0)
+  np.testing.assert_array_equal(spaces.one_hot(tokens[0], space.vocab_sizes), x[:1])
