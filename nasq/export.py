@@ -28,7 +28,6 @@ import dataclasses
 import functools
 import os
 import re
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -38,9 +37,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nasq import atomic, models, quant
 from nasq import costs as costs_lib
 from nasq import data as data_lib
-from nasq import models, quant
 from nasq import train as train_lib
 from nasq.spaces.macro import WEIGHTED_KINDS, MacroArchitecture
 
@@ -382,26 +381,11 @@ def parse_c_array(source: str) -> bytes:
 def write_atomically(directory: Path, files: dict[str, bytes | str]) -> None:
   """Writes every file into a temporary sibling directory, then renames it into place,
   so an interrupted export leaves the previous export (or nothing), never half of one."""
-  directory = Path(directory)
-  directory.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-  try:
-    tmp.chmod(0o755)  # mkdtemp's directory is private; the export is not
+  with atomic.atomic_directory(directory) as tmp:
     for name, content in files.items():
       mode = "wb" if isinstance(content, bytes) else "w"
       with open(tmp / name, mode) as f:
         f.write(content)
-    if directory.exists():
-      old = directory.with_name(f".{directory.name}.old")
-      shutil.rmtree(old, ignore_errors=True)
-      os.replace(directory, old)
-      os.replace(tmp, directory)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
 
 
 def load_checkpoint(

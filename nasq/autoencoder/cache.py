@@ -8,8 +8,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nasq import atomic
 from nasq.autoencoder.config import AutoencoderConfig
 from nasq.autoencoder.model import TrainedAutoencoder, build_model
 from nasq.autoencoder.train import train
@@ -59,20 +58,13 @@ def cache_path(
 
 
 def save(ae: TrainedAutoencoder, path: str | Path) -> None:
-  """Saves params (orbax) and metadata to directory ``path``, atomically: written under
-  a temporary name of its own (two writers never share one), then renamed into place.
-  Callers that may race on one ``path`` hold ``_locked(path)`` (``load_or_train`` does).
+  """Saves params (orbax) and metadata to directory ``path``, atomically
+  (``atomic.atomic_directory``: a temporary name of its own, so two writers never share
+  one, renamed into place; a failed save leaves nothing). Callers that may race on one
+  ``path`` hold ``_locked(path)`` (``load_or_train`` does).
   """
-  path = Path(path).absolute()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent))
-  try:
+  with atomic.atomic_directory(Path(path).absolute()) as tmp:
     _write(ae, tmp)
-  except BaseException:  # an interrupted or failed save leaves no partial directory
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  shutil.rmtree(path, ignore_errors=True)
-  tmp.rename(path)
 
 
 def _write(ae: TrainedAutoencoder, tmp: Path) -> None:
@@ -174,11 +166,9 @@ def load_or_train(
   """
   path = cache_path(space, config, cache_dir)
   with _locked(path):
-    # Temporary directories of this entry left by a killed save (only the lock holder
-    # writes the entry, so none is in use now).
-    for stale in path.parent.glob(path.name + ".*.tmp"):
-      logger.warning("removing %s, left by an interrupted save", stale)
-      shutil.rmtree(stale, ignore_errors=True)
+    # Only the lock holder writes the entry, so no save of it is running now.
+    for stale in atomic.remove_leftovers(path):
+      logger.warning("removed %s, left by an interrupted save", stale)
     if path.exists():
       try:
         return load(path, space, config)

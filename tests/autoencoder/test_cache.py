@@ -116,9 +116,9 @@ def test_a_failed_save_leaves_nothing_and_a_killed_ones_leftovers_are_removed(
   monkeypatch.undo()
 
   # What a killed save leaves (no exception handler ran): removed by the next load.
-  stale = tmp_path / f"{path.name}.abc123.tmp"
+  stale = tmp_path / f".{path.name}.abc123.tmp"
   (stale / "params").mkdir(parents=True)
-  other = tmp_path / "macro-0000000000000000.abc123.tmp"  # another entry's: kept
+  other = tmp_path / ".macro-0000000000000000.abc123.tmp"  # another entry's: kept
   other.mkdir()
   monkeypatch.setattr(cache_lib, "train", lambda *a, **k: small_ae)
   ae_lib.load_or_train(space, config, tmp_path, progress=False)
