@@ -313,3 +313,104 @@ def test_a_strategy_reused_across_searches_proposes_as_a_fresh_one(
   reused = shared.propose(contexts[1], jax.random.key(5))
   fresh = strategies.LatentBO(BO, small_ae).propose(contexts[1], jax.random.key(5))
   assert [p.tokens for p in reused] == [p.tokens for p in fresh]
+
+
+def test_neighbours_reach_as_far_as_neighbour_moves_and_random_candidates_fit(
+  tmp_path, nb201_ae
+):
+  """``neighbour_moves=2`` adds two-token changes of each anchor (the swaps a tight
+  budget needs) beside the one-token ones; ``num_random_candidates`` adds feasible,
+  unevaluated architectures to the ranking. Neither changes what the defaults do."""
+  from nasq.spaces import NB201Space
+
+  space = NB201Space()
+  budget = Budget(params=0.25 * 1531546)
+  ctx = strategies.SearchContext(space, budget, 32, 8, History.open(tmp_path), nb201_ae)
+  anchor = (0, 3, 2, 1, 4, 2)
+
+  def distances(settings):
+    bo = strategies.LatentBO(settings, nb201_ae)
+    out = bo._neighbours(ctx, [anchor], np.random.default_rng(0))
+    return out, [sum(a != b for a, b in zip(t, anchor, strict=True)) for t in out]
+
+  one, d1 = distances(BO)
+  assert len(one) == BO.num_neighbours and set(d1) == {1}
+  two, d2 = distances(dataclasses.replace(BO, neighbour_moves=2))
+  assert two[: len(one)] == one  # the one-token draws come first, unchanged
+  assert len(two) == 2 * BO.num_neighbours and set(d2[len(one) :]) <= {0, 1, 2}
+  assert d2[len(one) :].count(2) > BO.num_neighbours // 2
+
+  run_strategy(
+    ctx,
+    strategies.RandomSearch(),
+    lambda arch, seed: evaluators.Evaluation("ok", {"val_accuracy": 0.5}, 0.0),
+    evaluators.Objective(),
+    5,
+    jax.random.key(0),
+    label="initial",
+    count_all=False,
+  )
+  extras = {}
+  for n in (0, 64):
+    bo = strategies.LatentBO(dataclasses.replace(BO, num_random_candidates=n), nb201_ae)
+    rank = bo._rank
+
+    def spy(ctx, points, aux, extra=(), n=n, rank=rank):
+      extras.setdefault(n, list(extra))
+      return rank(ctx, points, aux, extra)
+
+    bo._rank = spy
+    assert bo.propose(ctx, jax.random.key(1))
+  anchors = min(BO.num_anchors, 5)
+  assert len(extras[0]) == anchors * BO.num_neighbours
+  assert extras[64][: len(extras[0])] == extras[0]  # the same neighbours, then 64 more
+  drawn = extras[64][len(extras[0]) :]
+  assert len(drawn) == len(set(drawn)) == 64
+  assert all(budget.fits(ctx.costs(t)) and not ctx.is_taken(t) for t in drawn)
+  with pytest.raises(ValueError, match="strategies.num_random_candidates must be >= 0"):
+    strategies.StrategySettings(num_random_candidates=-1)
+  with pytest.raises(ValueError, match="strategies.neighbour_moves must be >= 1"):
+    strategies.StrategySettings(neighbour_moves=0)
+
+
+def test_exploration_steps_rank_random_feasible_architectures_alone(tmp_path, nb201_ae):
+  """With ``explore_every=k``, the k-th latent-BO proposal (counted in the history, so
+  a resumed search keeps the rhythm) is ranked among random feasible architectures
+  only: no decoded codes, no neighbours."""
+  from nasq.spaces import NB201Space
+
+  space = NB201Space()
+  budget = Budget(params=0.25 * 1531546)
+  ctx = strategies.SearchContext(space, budget, 32, 8, History.open(tmp_path), nb201_ae)
+  rng = np.random.default_rng(0)
+
+  def evaluate(arch, seed):
+    return evaluators.Evaluation("ok", {"val_accuracy": float(rng.random())}, 0.0)
+
+  run_strategy(
+    ctx,
+    strategies.RandomSearch(),
+    evaluate,
+    evaluators.Objective(),
+    5,
+    jax.random.key(0),
+    label="initial",
+    count_all=False,
+  )
+  bo = strategies.LatentBO(dataclasses.replace(BO, explore_every=3), nb201_ae)
+  calls = []
+  rank = bo._rank
+
+  def spy(ctx, points, aux, extra=()):
+    calls.append((len(points), list(extra)))
+    return rank(ctx, points, aux, extra)
+
+  bo._rank = spy
+  run_strategy(ctx, bo, evaluate, evaluators.Objective(), 11, jax.random.key(1))
+  later = ctx.history.evaluated()[5:]
+  assert [r.source for r in later] == ["latent_bo"] * 6
+  explored = [(n, extra) for n, extra in calls if n == 0]
+  assert len(explored) == 2  # the 3rd and 6th proposals
+  for _, extra in explored:
+    assert len(extra) == 256 and all(budget.fits(ctx.costs(t)) for t in extra)
+  assert all(n == BO.pool_size for n, _ in calls if n)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -307,6 +308,19 @@ class TrainedAutoencoder:
   @property
   def latent_dim(self) -> int:
     return self.model.latent_dim
+
+  @functools.cached_property
+  def fingerprint(self) -> str:
+    """A hash of the trained weights and cost standardization: two autoencoders with
+    one fingerprint encode, decode and predict alike (the same config trained on
+    another machine need not: XLA's CPU code differs by instruction set)."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(self.params)[0]:
+      digest.update(jax.tree_util.keystr(path).encode())
+      digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    for a in (self.target_mean, self.target_std):
+      digest.update(np.asarray(a, np.float64).tobytes())
+    return digest.hexdigest()[:12]
 
   def encode(self, tokens: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Latent points [n, d] of token vectors [n, P]."""

@@ -132,10 +132,13 @@ def _cached(key: str, build: Any) -> Any:
   return _PROCESS_CACHE[key]
 
 
-def run_key(config: ml_collections.ConfigDict, setting: str, name: str) -> str:
+def run_key(
+  config: ml_collections.ConfigDict, setting: str, name: str, autoencoder: str = ""
+) -> str:
   """A hash of everything a (setting, strategy) run depends on besides its seed and the
   code: space, table, metric, budget, queries, the strategy's resolved settings, the
-  autoencoder and the executor."""
+  autoencoder (its config and, for latent BO, ``autoencoder``: the fingerprint of the
+  trained weights it ran on) and the executor."""
   base, settings = _strategy_settings(config, name)
   fields = {
     "space": config.space.to_dict(),
@@ -144,11 +147,26 @@ def run_key(config: ml_collections.ConfigDict, setting: str, name: str) -> str:
     "setting": setting,
     "queries": [config.num_queries, config.num_initial],
     "strategy": [base, dataclasses.asdict(settings)],
-    "autoencoder": config.autoencoder.to_dict() if base == "latent_bo" else None,
+    "autoencoder": (
+      [config.autoencoder.to_dict(), autoencoder] if base == "latent_bo" else None
+    ),
     "executor": config.executor.to_dict(),
   }
   text = json.dumps(fields, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _autoencoder(config: ml_collections.ConfigDict, space: SearchSpace):
+  """The configured autoencoder, from the cache (trained there first if missing)."""
+  return _cached(
+    f"autoencoder {config.to_json_best_effort(sort_keys=True)}",
+    lambda: ae_lib.load_or_train(
+      space,
+      from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder"),
+      config.cache_dir,
+      progress=False,
+    ),
+  )
 
 
 def _run_one(args: tuple) -> dict[str, Any]:
@@ -160,17 +178,7 @@ def _run_one(args: tuple) -> dict[str, Any]:
   evaluate = _cached(f"evaluator {config_key}", lambda: make_evaluator(config, space))
   budget = _setting_budget(config, space, setting)
   base, settings = _strategy_settings(config, name)
-  ae = None
-  if base == "latent_bo":
-    ae = _cached(
-      f"autoencoder {config_key}",
-      lambda: ae_lib.load_or_train(
-        space,
-        from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder"),
-        config.cache_dir,
-        progress=False,
-      ),
-    )
+  ae = _autoencoder(config, space) if base == "latent_bo" else None
   run_dir = Path(workdir) / "runs" / setting / name / f"seed{seed}"
   # Exact costs depend on the architecture alone: one memo for every run of the process.
   costs = _cached(f"costs {config_key}", dict)
@@ -257,8 +265,16 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict
   its best-so-far curve. Runs already finished in ``workdir``, or recorded in
   ``config.record`` for this code version and run key, are read back."""
   version = code_version()
+  # Latent-BO runs are keyed by the trained autoencoder too: rows recorded with other
+  # weights (another machine's training of the same config) are not this run.
+  fingerprint = ""
+  if any(
+    _strategy_settings(config, n)[0] == "latent_bo" for n in config.strategies_to_run
+  ):
+    space = make_space(space_from_config(config.space))
+    fingerprint = _autoencoder(config, space).fingerprint
   keys = {
-    (setting, name): run_key(config, setting, name)
+    (setting, name): run_key(config, setting, name, fingerprint)
     for setting in config.settings
     for name in config.strategies_to_run
   }
@@ -478,6 +494,10 @@ def default_config() -> ml_collections.ConfigDict:
       "latent_bo_no_neighbours": {"num_neighbours": 0},
       "latent_bo_no_copula": {"output_transform": "none"},
       "latent_bo_tokens": {"gp_input": "tokens"},
+      "latent_bo_moves2": {"neighbour_moves": 2},
+      "latent_bo_random_pool": {"num_random_candidates": 256},
+      "latent_bo_explore4": {"explore_every": 4},
+      "latent_bo_explore8": {"explore_every": 8},
     }
   )
   c.strategy_config = to_config(strategies.StrategySettings(map_steps=100))

@@ -258,13 +258,33 @@ class LatentBO:
       ctx.history, ctx.budget, self.name, c, centres.shape[1]
     )
     rng = numpy_rng(key)
+    if self._explores(ctx):
+      candidates = self.fallback.sample_feasible(
+        ctx, rng, max(256, int(c.num_random_candidates))
+      )
+      proposals = self._rank(
+        ctx, np.zeros((0, centres.shape[1]), np.float32), aux, candidates
+      )
+      if proposals:
+        return proposals
     for widen in (1.0, 2.0, 4.0):  # widen the region until something new fits
       pool = self._pool(centres, lengthscale, tr.length * widen, rng)
-      neighbours = self._neighbours(ctx, [ok[i].tokens for i in anchors], rng)
-      proposals = self._rank(ctx, pool, aux, neighbours)
+      extra = self._neighbours(ctx, [ok[i].tokens for i in anchors], rng)
+      if c.num_random_candidates:
+        extra += self.fallback.sample_feasible(ctx, rng, int(c.num_random_candidates))
+      proposals = self._rank(ctx, pool, aux, extra)
       if proposals:
         return proposals
     return as_fallback(self.fallback.propose(ctx, key))
+
+  def _explores(self, ctx: SearchContext) -> bool:
+    """Whether this step is an exploration step (``explore_every``): counted from the
+    history, so a resumed search explores when an uninterrupted one would."""
+    k = int(self.config.explore_every)
+    if not k:
+      return False
+    done = sum(r.source == self.name for r in ctx.history.evaluated())
+    return done % k == k - 1
 
   def _with_pending(self, fit, ctx: SearchContext, u, y) -> gp.Posterior:
     """Kriging believer (Ginsbourger et al. 2010): the architectures being evaluated
@@ -337,13 +357,18 @@ class LatentBO:
   def _neighbours(
     self, ctx: SearchContext, anchors: list[tuple[int, ...]], rng: np.random.Generator
   ) -> list[tuple[int, ...]]:
-    """``num_neighbours`` one-token mutations of each anchor: the architectures next to
-    the best ones, which a decoded code can miss when the latent space folds."""
+    """``num_neighbours`` mutations of each anchor per depth 1..``neighbour_moves``
+    (chained ``space.mutate`` calls): the architectures next to the best ones, which a
+    decoded code can miss when the latent space folds."""
     out = []
     for tokens in anchors:
       arch = ctx.space.decode(tokens)
-      for _ in range(int(self.config.num_neighbours)):
-        out.append(tuple(int(v) for v in ctx.space.encode(ctx.space.mutate(arch, rng))))
+      for depth in range(1, int(self.config.neighbour_moves) + 1):
+        for _ in range(int(self.config.num_neighbours)):
+          child = arch
+          for _ in range(depth):
+            child = ctx.space.mutate(child, rng)
+          out.append(tuple(int(v) for v in ctx.space.encode(child)))
     return out
 
   def _rank(
@@ -358,7 +383,11 @@ class LatentBO:
     architectures' codes, not the space between them). Exact costs are the only
     feasibility test; with ``feasibility='pof'`` (ablation) the rank also multiplies in
     the autoencoder cost predictor's probability of feasibility."""
-    decoded = [tuple(int(v) for v in row) for row in self.ae.decode(points)]
+    decoded = (
+      [tuple(int(v) for v in row) for row in self.ae.decode(points)]
+      if len(points)
+      else []
+    )
     keep, tokens = [], []
     seen: set[tuple[int, ...]] = set()
     for i, t in enumerate(decoded + list(extra)):

@@ -33,6 +33,8 @@ def test_cache_reuses_retrains_and_rejects(small_ae, tmp_path, monkeypatch):
   np.testing.assert_array_equal(loaded.decode(z), small_ae.decode(z))
   np.testing.assert_allclose(loaded.predict_log_costs(z), small_ae.predict_log_costs(z))
   np.testing.assert_array_equal(loaded.predictor_rmse, small_ae.predictor_rmse)
+  # The same weights, the same fingerprint (the comparison's run records key on it).
+  assert loaded.fingerprint == small_ae.fingerprint and len(loaded.fingerprint) == 12
 
   # Another autoencoder config or another space config: another key.
   key = ae_lib.cache_key(space.config, config)
@@ -59,6 +61,7 @@ def test_cache_reuses_retrains_and_rejects(small_ae, tmp_path, monkeypatch):
   assert calls == [1]
   assert json.loads((path / "meta.json").read_text())["format"] == ae_lib.FORMAT_VERSION
   assert retrained.decode(z).shape == (50, space.num_positions)
+  assert retrained.fingerprint != small_ae.fingerprint
 
 
 def test_two_loaders_of_one_missing_entry_train_it_once(small_ae, tmp_path, monkeypatch):

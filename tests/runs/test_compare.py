@@ -129,6 +129,13 @@ def test_recorded_runs_are_read_back_only_for_their_code_and_settings(
   compare.run_all(config, tmp_path / "c")
   assert (tmp_path / "c" / "runs" / "params_0.5" / "evolution").exists()
   assert len(record.read(config.record)) == 8
+  # Latent BO's runs are keyed by the trained autoencoder's weights as well.
+  assert compare.run_key(config, "params_0.5", "latent_bo", "a") != compare.run_key(
+    config, "params_0.5", "latent_bo", "b"
+  )
+  assert compare.run_key(config, "params_0.5", "random", "a") == compare.run_key(
+    config, "params_0.5", "random", "b"
+  )
   monkeypatch.setattr(compare, "code_version", lambda: "other")
   compare.run_all(config, tmp_path / "d")
   assert (tmp_path / "d" / "runs" / "params_0.5" / "random").exists()
