@@ -17,5 +17,20 @@ from nasq.runs import compare
 def get_config():
   c = compare.default_config()
   c.strategy_config.gp_input = "tokens"
-  c.variants.latent_bo_codes = {"gp_input": "latent"}
+  # The ablations: each changes one setting of latent BO as configured here.
+  c.variants.update(
+    {
+      "latent_bo_codes": {"gp_input": "latent"},
+      "latent_bo_no_trust_region": {"trust_region": False},
+      "latent_bo_observed_incumbent": {"incumbent": "observed"},
+      "latent_bo_no_neighbours": {"num_neighbours": 0},
+      "latent_bo_no_copula": {"output_transform": "none"},
+      "latent_bo_tokens": {"gp_input": "tokens"},
+      # Options for tight budgets (params <= 0.25 x largest).
+      "latent_bo_moves2": {"neighbour_moves": 2},
+      "latent_bo_random_pool": {"num_random_candidates": 256},
+      "latent_bo_explore4": {"explore_every": 4},
+      "latent_bo_explore8": {"explore_every": 8},
+    }
+  )
   return c

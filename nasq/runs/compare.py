@@ -485,21 +485,9 @@ def default_config() -> ml_collections.ConfigDict:
   # BO can be compared with sequential BO at equal evaluation counts).
   c.executor = to_config(executors.ExecutorConfig())
   # Variants of a strategy, runnable by name in strategies_to_run (the ablations):
-  # name -> {"strategy": base, <strategy_config field>: value, ...}.
-  c.variants = ml_collections.ConfigDict(
-    {
-      "latent_bo_pof": {"feasibility": "pof"},
-      "latent_bo_no_trust_region": {"trust_region": False},
-      "latent_bo_observed_incumbent": {"incumbent": "observed"},
-      "latent_bo_no_neighbours": {"num_neighbours": 0},
-      "latent_bo_no_copula": {"output_transform": "none"},
-      "latent_bo_tokens": {"gp_input": "tokens"},
-      "latent_bo_moves2": {"neighbour_moves": 2},
-      "latent_bo_random_pool": {"num_random_candidates": 256},
-      "latent_bo_explore4": {"explore_every": 4},
-      "latent_bo_explore8": {"explore_every": 8},
-    }
-  )
+  # name -> {"strategy": base, <strategy_config field>: value, ...}; the ablations'
+  # are in configs/bench_nb201.py.
+  c.variants = ml_collections.ConfigDict({"latent_bo_pof": {"feasibility": "pof"}})
   c.strategy_config = to_config(strategies.StrategySettings(map_steps=100))
   c.autoencoder = to_config(ae_lib.AutoencoderConfig(latent_dim=8, steps=2000))
   c.cache_dir = "~/.cache/nasq/autoencoders"
