@@ -321,10 +321,11 @@ def test_neighbours_reach_as_far_as_neighbour_moves_and_random_candidates_fit(
   """``neighbour_moves=2`` adds two-token changes of each anchor (the swaps a tight
   budget needs) beside the one-token ones; ``num_random_candidates`` adds feasible,
   unevaluated architectures to the ranking. Neither changes what the defaults do."""
+  from nasq.feasibility import all_costs
   from nasq.spaces import NB201Space
 
   space = NB201Space()
-  budget = Budget(params=0.25 * 1531546)
+  budget = Budget(params=0.25 * max(c["params"] for c in all_costs(space, 32, 8)))
   ctx = strategies.SearchContext(space, budget, 32, 8, History.open(tmp_path), nb201_ae)
   anchor = (0, 3, 2, 1, 4, 2)
 
@@ -377,10 +378,11 @@ def test_exploration_steps_rank_random_feasible_architectures_alone(tmp_path, nb
   """With ``explore_every=k``, the k-th latent-BO proposal (counted in the history, so
   a resumed search keeps the rhythm) is ranked among random feasible architectures
   only: no decoded codes, no neighbours."""
+  from nasq.feasibility import all_costs
   from nasq.spaces import NB201Space
 
   space = NB201Space()
-  budget = Budget(params=0.25 * 1531546)
+  budget = Budget(params=0.25 * max(c["params"] for c in all_costs(space, 32, 8)))
   ctx = strategies.SearchContext(space, budget, 32, 8, History.open(tmp_path), nb201_ae)
   rng = np.random.default_rng(0)
 
