@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nasq import ops
 from nasq.quant import (
   FLOAT_BITS,
   ActivationQuantizer,
@@ -80,6 +81,8 @@ def pool(x: Array, kind: str, window: int, stride: int) -> Array:
   if window == stride == 2 and h % 2 == 0 and w % 2 == 0:
     blocks = x.reshape(n, h // 2, 2, w // 2, 2, c)
     return blocks.max(axis=(2, 4)) if kind == "max" else blocks.mean(axis=(2, 4))
+  if kind == "max" and stride == 1:
+    return ops.max_pool_stride1(x, window)
   dims, strides = (1, window, window, 1), (1, stride, stride, 1)
   if kind == "max":
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, "SAME")

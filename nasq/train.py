@@ -116,15 +116,10 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
 
 
-def create_state(
-  model: nn.Module, tx: optax.GradientTransformation, input_shape, key: jax.Array
-) -> TrainState:
-  """Initial variables and optimizer state, built by one compiled program.
-
-  Run op by op instead, every new architecture would leave dozens of small compiled
-  programs (one per operation and shape) in JAX's global caches for the rest of the
-  process; a jitted function's programs are freed with the function.
-  """
+def state_factory(
+  model: nn.Module, tx: optax.GradientTransformation, input_shape
+) -> Callable[[jax.Array], TrainState]:
+  """key -> initial variables and optimizer state (jit it: see ``create_state``)."""
 
   def create(k):
     variables = init_variables(model, input_shape, k)
@@ -135,7 +130,19 @@ def create_state(
       tx=tx,
     )
 
-  return jax.jit(create)(key)
+  return create
+
+
+def create_state(
+  model: nn.Module, tx: optax.GradientTransformation, input_shape, key: jax.Array
+) -> TrainState:
+  """Initial variables and optimizer state, built by one compiled program.
+
+  Run op by op instead, every new architecture would leave dozens of small compiled
+  programs (one per operation and shape) in JAX's global caches for the rest of the
+  process; a jitted function's programs are freed with the function.
+  """
+  return jax.jit(state_factory(model, tx, input_shape))(key)
 
 
 @dataclasses.dataclass
@@ -151,6 +158,10 @@ class TrainResult:
   costs: dict[str, int]
   failure_reason: str = ""
   epoch_metrics: list[dict[str, float]] = dataclasses.field(default_factory=list)
+  # Wall seconds by phase: "compile" (tracing and compiling the initialization, training
+  # and evaluation programs), "init" (running the initialization), "train" (the
+  # optimizer steps), "eval" (the evaluation passes); the rest of wall_time_s is setup.
+  phase_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
   variables: Any = dataclasses.field(default=None, repr=False)
 
   def to_dict(self) -> dict[str, Any]:
@@ -332,21 +343,11 @@ def train_and_evaluate(
     )
     return jax.jit(step, donate_argnums=0)
 
-  step_fn = make_step(model)
-  # A float warm start: the same variables, every kernel unquantized.
-  float_step_fn = make_step(
-    build_model(
-      architecture,
-      FLOAT_BITS,
-      float_weights=True,
-      integer_qat=quantization.integer_qat,
-    )
-  )
-  eval_fn = jax.jit(functools.partial(eval_step, model=model, mean=mean, std=std))
   key = jax.random.key(config.seed)
   init_key, aug_key = jax.random.split(key)
-
+  eval_split = data.test if config.final else data.val
   result = TrainResult(STATUS_OK, None, None, None, 0, 0.0, costs)
+  phases = result.phase_seconds
   state = None
   bar = tqdm(
     total=config.epochs * steps_per_epoch,
@@ -357,8 +358,49 @@ def train_and_evaluate(
     disable=not config.progress,
   )
   try:
-    state = place_state(create_state(model, tx, data.input_shape, init_key))
+    # Every program is compiled before any runs (and timed as such): the
+    # initialization, the training step (and the float warm start's, if any) and the
+    # evaluation step, from the shapes of the state and of one batch of each kind.
+    clock = time.perf_counter()
+    create = state_factory(model, tx, data.input_shape)
+    state_shape = jax.eval_shape(create, init_key)
+    if shardings is not None:
+      state_shape = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=shardings[1]),
+        state_shape,
+      )
+    train_batch = place_batch(
+      next(data_lib.train_batches(train_split, config.batch_size, config.seed, 0))
+    )
+    eval_batch = place_batch(
+      next(data_lib.eval_batches(eval_split, config.eval_batch_size))
+    )
+    init_fn = jax.jit(create).lower(init_key).compile()
+    step_fn = make_step(model).lower(state_shape, train_batch, aug_key).compile()
+    float_step_fn = None
+    if config.float_epochs:
+      # A float warm start: the same variables, every kernel unquantized.
+      float_model = build_model(
+        architecture,
+        FLOAT_BITS,
+        float_weights=True,
+        integer_qat=quantization.integer_qat,
+      )
+      float_step_fn = make_step(float_model).lower(state_shape, train_batch, aug_key)
+      float_step_fn = float_step_fn.compile()
+    eval_fn = (
+      jax.jit(functools.partial(eval_step, model=model, mean=mean, std=std))
+      .lower(state_shape, eval_batch)
+      .compile()
+    )
+    phases["compile"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    state = place_state(jax.block_until_ready(init_fn(init_key)))
+    phases["init"] = time.perf_counter() - clock
+    phases["train"] = phases["eval"] = 0.0
     for epoch in range(config.epochs):
+      clock = time.perf_counter()
       loss_sum, acc_sum = jnp.zeros(()), jnp.zeros(())
       for batch in data_lib.train_batches(
         train_split, config.batch_size, config.seed, epoch
@@ -368,6 +410,7 @@ def train_and_evaluate(
         loss_sum, acc_sum = loss_sum + metrics["loss"], acc_sum + metrics["accuracy"]
         bar.update(1)
       train_loss = float(loss_sum) / steps_per_epoch
+      phases["train"] += time.perf_counter() - clock
       epoch_metrics = {
         "epoch": epoch + 1,
         "train_loss": train_loss,
@@ -382,9 +425,11 @@ def train_and_evaluate(
         )
         break
       if not config.final:
+        clock = time.perf_counter()
         epoch_metrics["val_accuracy"], epoch_metrics["val_loss"] = evaluate(
           state, data.val, eval_fn, config.eval_batch_size, place_batch
         )
+        phases["eval"] += time.perf_counter() - clock
       result.epoch_metrics.append(epoch_metrics)
       result = dataclasses.replace(
         result,
@@ -396,9 +441,11 @@ def train_and_evaluate(
       if on_epoch is not None:
         on_epoch(epoch + 1, epoch_metrics)
     if result.status == STATUS_OK and config.final:
+      clock = time.perf_counter()
       test_accuracy, _ = evaluate(
         state, data.test, eval_fn, config.eval_batch_size, place_batch
       )
+      phases["eval"] += time.perf_counter() - clock
       result = dataclasses.replace(result, test_accuracy=test_accuracy)
   except (jax.errors.JaxRuntimeError, MemoryError, FloatingPointError) as e:
     result = dataclasses.replace(

@@ -29,8 +29,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import multiprocessing
+import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -43,7 +45,10 @@ from scipy import stats
 from nasq import costs, data, evaluators, models, train
 from nasq.quant import QuantConfig
 from nasq.runs.config import from_config, space_from_config
-from nasq.spaces import macro, make_space
+from nasq.spaces import make_space
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _archs import architectures  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", "configs/default.py", "The search whose space, budgets and recipes are used."
@@ -66,11 +71,6 @@ _HAND_WRITTEN = flags.DEFINE_bool(
 _MAX_HOURS = flags.DEFINE_float("max_hours", 0.0, "Stop after this long (0: never).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only print the statistics.")
 
-HAND_WRITTEN = (
-  "conv3:s1:c16 maxpool:s2 conv3:s1:c32 maxpool:s2 conv3:s1:c64",
-  "conv3:s2:c32 dwsep3:s1:c32:res dwsep3:s2:c64 dwsep3:s1:c64:res",
-  "conv5:s1:c24 maxpool:s2 dwsep3:s1:c48 maxpool:s2 dwsep3:s1:c64 conv1:s1:c48",
-)
 COLUMNS = (
   "arch",
   "origin",
@@ -85,32 +85,6 @@ COLUMNS = (
   "model_size_bits",
   "peak_activation_bytes",
 )
-
-
-def architectures(space, budget, weight_bits, n, seed, hand_written=True):
-  """The reference network, ``n`` distinct feasible architectures, depth uniform, then
-  the hand-written ones; those over the budget are left out."""
-  rng = np.random.default_rng(seed)
-  found: list[tuple[str, object]] = []
-  seen: set[str] = set()
-  while len(found) < n:
-    tokens = space.sample_tokens(rng, 64, distribution="depth_uniform")
-    for arch in space.decode_many(tokens):
-      text = arch.to_string()
-      c = costs.compute_costs(arch, weight_bits).summary()
-      if text not in seen and budget.fits(c) and len(found) < n:
-        seen.add(text)
-        found.append(("random", arch))
-  shape, classes = space.input_shape, space.num_classes
-  hand = [("reference", macro.reference_architecture("fmnist_ref"))]
-  for text in HAND_WRITTEN if hand_written else ():
-    hand.append(("hand", macro.space_for_string(text, shape, classes).parse(text)))
-  for origin, arch in hand:
-    if budget.fits(costs.compute_costs(arch, weight_bits).summary()):
-      found.insert(0 if origin == "reference" else len(found), (origin, arch))
-    else:
-      print(f"skipped (over the budget): {arch.to_string()}")
-  return found
 
 
 def read_table(path: Path) -> list[dict[str, str]]:
