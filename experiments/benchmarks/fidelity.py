@@ -84,6 +84,7 @@ COLUMNS = (
   "macs",
   "model_size_bits",
   "peak_activation_bytes",
+  "commit",
 )
 
 
@@ -152,8 +153,24 @@ def measure(arch, fidelity, seed, settings, datasets) -> tuple[float, str, float
   return float(score), metric, seconds, "ok"
 
 
+def code_commit() -> str:
+  """The commit of the code measuring (``-dirty`` if nasq/ differs from it)."""
+  import subprocess
+
+  root = Path(__file__).resolve().parents[2]
+
+  def git(*args):
+    out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+    return out.stdout.strip()
+
+  commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+  return commit + ("-dirty" if git("status", "--porcelain", "--", "nasq") else "")
+
+
 def report(rows: list[dict[str, str]]) -> None:
-  """Spearman and top-5 overlap of each signal against ``ref`` (seed-averaged)."""
+  """Spearman, Kendall and top-5 overlap of each signal against ``ref`` (seed-
+  averaged), over every architecture measured at both and over the top quarter by
+  ``ref``, with the median seconds per candidate."""
   scores: dict[str, dict[str, list[float]]] = {}
   seconds: dict[str, list[float]] = {}
   for r in rows:
@@ -171,25 +188,30 @@ def report(rows: list[dict[str, str]]) -> None:
     f"{len(mean.get('ref', {}))} measured at the reference fidelity"
   )
   print(
-    "\n| signal | architectures with ref | Spearman vs ref | top-5 overlap | "
-    "median s / candidate |"
+    "\n| signal | architectures with ref | Spearman vs ref | Kendall vs ref | "
+    "Spearman, top quarter by ref | top-5 overlap | median s / candidate |"
   )
-  print("|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|")
   ref = mean.get("ref", {})
   for fidelity, values in mean.items():
     common = sorted(set(values) & set(ref))
     med = statistics.median(seconds[fidelity])
-    if fidelity == "ref" or len(common) < 3:
-      rho, overlap = "", ""
-    else:
+    rho = tau = top_rho = overlap = ""
+    if fidelity != "ref" and len(common) >= 3:
       x = [values[a] for a in common]
       y = [ref[a] for a in common]
       rho = f"{stats.spearmanr(x, y).statistic:.2f}"
+      tau = f"{stats.kendalltau(x, y).statistic:.2f}"
+      top = sorted(common, key=lambda a: -ref[a])[: max(3, len(common) // 4)]
+      top_rho = f"{stats.spearmanr([values[a] for a in top], [ref[a] for a in top]).statistic:.2f} ({len(top)})"
       k = min(5, len(common))
       top_x = set(sorted(common, key=lambda a: -values[a])[:k])
       top_y = set(sorted(common, key=lambda a: -ref[a])[:k])
       overlap = f"{len(top_x & top_y)}/{k}"
-    print(f"| {fidelity} | {len(common)} | {rho} | {overlap} | {med:.1f} |")
+    print(
+      f"| {fidelity} | {len(common)} | {rho} | {tau} | {top_rho} | {overlap} | "
+      f"{med:.1f} |"
+    )
 
 
 def main(argv):
@@ -231,6 +253,7 @@ def main(argv):
   )
   deadline = time.time() + 3600 * _MAX_HOURS.value if _MAX_HOURS.value else None
   settings = (quant, train_config, final_config)
+  commit = code_commit()
   for i, (origin, arch) in enumerate(archs):
     text = arch.to_string()
     c = costs.compute_costs(arch, config.weight_bits, config.activation_bits).summary()
@@ -257,6 +280,7 @@ def main(argv):
             "seconds": f"{seconds:.1f}",
             "status": status,
             **{k: c[k] for k in costs.BUDGET_FIELDS if k in c},
+            "commit": commit,
           },
         )
         print(
