@@ -76,6 +76,8 @@ class Dataset:
   std: tuple[float, ...]
   augment: str
   crop_padding: int
+  # Training examples left after carving validation, before train_size kept a subset.
+  num_train_available: int = 0
 
   @property
   def input_shape(self) -> tuple[int, int, int]:
@@ -110,6 +112,13 @@ class DataConfig:
       raise ValueError(
         f"data.source for {self.name} must be one of {sources}, got {self.source!r}"
       )
+    if self.val_size < 1:
+      raise ValueError(f"data.val_size must be >= 1, got {self.val_size}")
+    for field in ("train_size", "test_size"):
+      if getattr(self, field) < 0:
+        raise ValueError(
+          f"data.{field} must be >= 0 (0: all examples), got {getattr(self, field)}"
+        )
 
 
 # --- IDX files ---------------------------------------------------------------------------
@@ -234,6 +243,17 @@ def make_dataset(
       f"{name}: images are {train.images.shape[1:]}, expected {info.input_shape}"
     )
   train, val = carve_validation(train, val_size, seed)
+  available = len(train)
+  if train_size > available:
+    raise ValueError(
+      f"data.train_size={train_size} exceeds the {available} training examples of "
+      f"{name} left after carving data.val_size={val_size} (0: all of them)"
+    )
+  if test_size > len(test):
+    raise ValueError(
+      f"data.test_size={test_size} exceeds the {len(test)} test examples of {name} "
+      f"(0: all of them)"
+    )
   if train_size:
     train = Split(train.images[:train_size], train.labels[:train_size])
   if test_size:
@@ -250,6 +270,7 @@ def make_dataset(
     tuple(float(max(s, 1e-3)) for s in std),
     info.augment,
     info.crop_padding,
+    available,
   )
 
 

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasq import atomic, models, quant
+from nasq import atomic, checkpoints, models, quant
 from nasq import costs as costs_lib
 from nasq import data as data_lib
 from nasq import train as train_lib
@@ -399,7 +399,7 @@ def load_checkpoint(
   model = models.build_model(arch, weight_bits, integer_qat=integer_qat)
   like = models.init_variables(model, tuple(arch.input_shape), jax.random.key(0))
   try:
-    return train_lib.load_checkpoint(str(path), like)
+    return checkpoints.load_checkpoint(str(path), like)
   except Exception as e:  # orbax raises many types for unreadable or mismatched data
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ExportError(

@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax.training import train_state
 from tqdm.auto import tqdm
 
@@ -66,6 +65,9 @@ class TrainConfig:
   num_devices: int = 1
 
   def __post_init__(self):
+    for field in ("epochs", "batch_size", "eval_batch_size"):
+      if int(getattr(self, field)) < 1:
+        raise ValueError(f"train.{field} must be >= 1, got {getattr(self, field)}")
     if self.optimizer not in OPTIMIZERS:
       raise ValueError(
         f"train.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
@@ -85,6 +87,30 @@ class TrainConfig:
     if self.augment == "dataset":
       return data.augment, data.crop_padding
     return self.augment, self.crop_padding or data.crop_padding
+
+
+def use_compilation_cache(path: str) -> None:
+  """Keeps compiled XLA programs in ``path`` across processes (JAX's persistent
+  compilation cache), so a resumed search, the promotions' and the final retraining's
+  repeated programs and a rerun load what an earlier run compiled instead of compiling
+  it again; "" leaves JAX's setting alone. A ``JAX_COMPILATION_CACHE_DIR`` already set
+  in the environment wins. Programs that compiled in under 0.5 s are not kept, and the
+  cache is pruned to 2 GiB (least recently used first)."""
+  if not path or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return
+  jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_compilation_cache_max_size", 2 << 30)
+
+
+def check_batch_fits(config: TrainConfig, examples: int, field: str, data: str) -> None:
+  """Raises, naming the fields, if ``config``'s batch is larger than the ``examples``
+  it trains on (no full batch: no step)."""
+  if config.batch_size > examples:
+    raise ValueError(
+      f"{field}.batch_size {config.batch_size} exceeds the {examples} training "
+      f"examples of {data}: lower {field}.batch_size or give it more examples"
+    )
 
 
 def data_parallel_shardings(config: TrainConfig) -> tuple[Any, Any] | None:
@@ -313,12 +339,8 @@ def train_and_evaluate(
     architecture, quantization.weight_bits, integer_qat=quantization.integer_qat
   )
   train_split = data.train_and_val() if config.final else data.train
+  check_batch_fits(config, len(train_split), "train", f"dataset {data.name!r}")
   steps_per_epoch = len(train_split) // config.batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(
-      f"train.batch_size {config.batch_size} exceeds the "
-      f"{len(train_split)} training examples"
-    )
   tx = make_optimizer(config, steps_per_epoch)
   shardings = data_parallel_shardings(config)
   if shardings is None:
@@ -457,18 +479,3 @@ def train_and_evaluate(
     result.variables = {"params": state.params, "batch_stats": state.batch_stats}
   result.wall_time_s = time.perf_counter() - start
   return result
-
-
-# --- checkpoints -------------------------------------------------------------------------
-
-
-def save_checkpoint(path: str, variables: Any) -> None:
-  """Saves model variables with orbax (overwriting an earlier save at ``path``)."""
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.abspath(path), jax.device_get(variables), force=True)
-  checkpointer.wait_until_finished()
-
-
-def load_checkpoint(path: str, like: Any) -> Any:
-  """Restores variables saved by ``save_checkpoint``, shaped like ``like``."""
-  return ocp.StandardCheckpointer().restore(os.path.abspath(path), like)

@@ -55,13 +55,20 @@ def test_load_dataset_splits_and_statistics(tmp_path, fake_fashion_mnist):
   [
     ("name", "imagenet", "data.name must be one of"),
     ("source", "http", "data.source for fashion_mnist must be one of"),
-    ("val_size", 0, "data.val_size"),
+    ("val_size", 0, "data.val_size must be >= 1"),
+    ("val_size", 60, r"data.val_size must be in \(0, 60\)"),
+    ("train_size", -1, "data.train_size must be >= 0"),
+    ("test_size", -3, "data.test_size must be >= 0"),
+    ("train_size", 41, "data.train_size=41 exceeds the 40 training examples"),
+    ("test_size", 21, "data.test_size=21 exceeds the 20 test examples"),
   ],
 )
 def test_bad_config(tmp_path, fake_fashion_mnist, field, value, match):
   fake_fashion_mnist(tmp_path)
   with pytest.raises(ValueError, match=match):
-    data.load_dataset(data.DataConfig(**{"data_dir": str(tmp_path), field: value}))
+    data.load_dataset(
+      data.DataConfig(**{"data_dir": str(tmp_path), "val_size": 20, field: value})
+    )
 
 
 def test_batching_is_deterministic_and_complete():

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from nasq import data, export, models, train
+from nasq import checkpoints, data, export, models
 from nasq.runs.train import resolve_architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +50,7 @@ def test_train_entry_point(tmp_path, fake_fashion_mnist):
   arch = resolve_architecture(ml_collections.ConfigDict(config))
   model = models.build_model(arch, 4, integer_qat=True)
   template = models.init_variables(model, arch.input_shape, jax.random.key(1))
-  variables = train.load_checkpoint(str(workdir / "checkpoint"), template)
+  variables = checkpoints.load_checkpoint(str(workdir / "checkpoint"), template)
   ds = data.load_dataset(data.DataConfig(data_dir=str(tmp_path), val_size=100))
   images = (ds.val.images.astype(np.float32) / 255.0 - ds.mean) / ds.std
   logits = model.apply(variables, images)
@@ -144,9 +144,13 @@ def search_command(tmp_path, workdir, strategy="latent_bo", cache=None):
 
 
 def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist, ae_cache):
+  pytest.importorskip("tflite_micro")  # export=True needs the export extra
   fake_fashion_mnist(tmp_path, n_train=400, n_test=50)
   workdir = tmp_path / "search"
   cmd = search_command(tmp_path, workdir, cache=ae_cache) + [
+    # Candidates see 200 of the 300 training images; the retraining sees all of them,
+    # so the two have different normalization statistics.
+    "--config.data.train_size=200",
     "--config.export=True",
     "--config.promotion.rungs=2x0",  # the 2 best trained again, 2 epochs
     "--config.reference=conv3:s2:c4 maxpool:s2",  # retrained beside the best
@@ -174,11 +178,23 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist, 
   for name in ("report.md", "pareto_size.png", "pareto_macs.png", "best_so_far.png"):
     assert (workdir / name).exists(), name
   report = (workdir / "report.md").read_text()
-  assert "| # | architecture | test accuracy |" in report
+  assert "| rank | # | architecture | test accuracy |" in report
+  assert "| 1 (delivered) |" in report
   assert (workdir / "best_checkpoint").is_dir()
+  # The checkpoint carries the statistics it was trained with: the retraining's data
+  # (final_data), not the candidates' subset.
+  meta = json.loads((workdir / "best_checkpoint.json").read_text())
+  final_ds = data.load_dataset(data.DataConfig(data_dir=str(tmp_path), val_size=100))
+  search_ds = data.load_dataset(
+    data.DataConfig(data_dir=str(tmp_path), val_size=100, train_size=200)
+  )
+  assert meta["mean"] == pytest.approx(final_ds.mean, abs=1e-9)
+  assert meta["std"] == pytest.approx(final_ds.std, abs=1e-9)
+  assert meta["mean"] != pytest.approx(search_ds.mean, abs=1e-9)
   assert any((workdir / "tensorboard").iterdir())
   final = [json.loads(x) for x in (workdir / "final.jsonl").read_text().splitlines()]
   assert len(final) == 1 and final[0]["test_accuracy"] is not None
+  assert final[0]["delivered"] and final[0]["rank"] == 1
   # The retrained model is the best at the highest rung, a tie there (tiny validation
   # sets tie often) broken by the search's own score.
   rung0 = {tuple(r["tokens"]): r["objective"] for r in evaluated}
@@ -207,6 +223,11 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist, 
   )
   assert "LiteRT interpreter" in (workdir / "export" / "export_report.md").read_text()
   assert (workdir / "export" / "model.onnx").stat().st_size > 0
+  # The exported graph normalizes with the checkpoint's statistics: its JAX reference
+  # accuracy is the retraining's test accuracy, which used them.
+  assert summary["export"]["jax_accuracy"] == pytest.approx(
+    final[0]["test_accuracy"], abs=1e-6
+  )
 
   # Resume: the same command with the same workdir evaluates nothing again.
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -231,6 +252,118 @@ def test_a_bad_budget_is_one_line_and_leaves_nothing_behind(tmp_path):
     "budget.model_size_bits=100" in lines[0] and "smallest model_size_bits" in lines[0]
   )
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+  "override,message",
+  [
+    ("--config.data.data_dir=/nonexistent", "Fashion-MNIST file /nonexistent/"),
+    ("--config.data.train_size=40", "train.batch_size 50 exceeds the 40 training"),
+    ("--config.data.train_size=-5", "data.train_size must be >= 0"),
+    ("--config.data.train_size=100000", "data.train_size=100000 exceeds the 300"),
+    ("--config.final_data.val_size=0", "data.val_size must be >= 1"),
+    ("--config.promotion.rungs=1x5000", "rung 1x5000 asks for 5000 training images"),
+  ],
+)
+def test_bad_data_settings_fail_before_any_work_and_leave_the_workdir_unmarked(
+  tmp_path, fake_fashion_mnist, override, message
+):
+  """Each is one line naming the field, before the autoencoder trains, and the workdir
+  is not marked as this search's: the corrected command then runs there."""
+  fake_fashion_mnist(tmp_path, n_train=400, n_test=50)
+  workdir = tmp_path / "search"
+  cmd = search_command(tmp_path, workdir, cache=tmp_path / "no-cache") + [override]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+  assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert not (workdir / "config.json").exists()
+  assert not (tmp_path / "no-cache").exists()  # no autoencoder was trained
+
+
+def test_export_true_without_the_export_extra_fails_before_any_work(
+  tmp_path, fake_fashion_mnist
+):
+  fake_fashion_mnist(tmp_path, n_train=400, n_test=50)
+  hide = tmp_path / "hide"
+  hide.mkdir()
+  # A module finder that makes the export extra's modules unimportable.
+  (hide / "sitecustomize.py").write_text(
+    "import sys\n"
+    "class Hide:\n"
+    "  def find_spec(self, name, path=None, target=None):\n"
+    "    if name.split('.')[0] in ('tensorflow', 'tflite_micro'):\n"
+    "      raise ModuleNotFoundError(name)\n"
+    "sys.meta_path.insert(0, Hide())\n"
+  )
+  workdir = tmp_path / "search"
+  cmd = search_command(tmp_path, workdir) + ["--config.export=True"]
+  env = {
+    **os.environ,
+    "PYTHONPATH": f"{hide}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+  }
+  proc = subprocess.run(
+    cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+  )
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+  assert (
+    "export=True needs the export extra" in line and "pip install -e .[export]" in line
+  )
+  assert not (workdir / "config.json").exists()
+
+
+def test_a_failed_export_ends_the_search_with_an_error_and_keeps_its_results(
+  tmp_path, fake_fashion_mnist, monkeypatch, capsys
+):
+  from configs import default
+  from nasq.export import ExportError
+  from nasq.runs import config as config_lib
+  from nasq.runs import export as export_run
+  from nasq.runs import search
+
+  pytest.importorskip("tflite_micro")
+  fake_fashion_mnist(tmp_path, n_train=400, n_test=50)
+  config = default.get_config()
+  for field, value in [
+    ("strategy", "random"),
+    ("data.data_dir", str(tmp_path)),
+    ("final_data.data_dir", str(tmp_path)),
+    ("data.val_size", 100),
+    ("final_data.val_size", 100),
+    ("data.train_size", 0),
+    ("train.batch_size", 50),
+    ("final_train.batch_size", 50),
+    ("final_train.progress", False),
+    ("num_initial", 2),
+    ("num_evaluations", 2),
+    ("num_final", 1),
+    ("space.max_layers", 2),
+    ("space.channels", (4,)),
+    ("space.ops", ("conv3", "maxpool")),
+    ("budget.model_size_bits", 8000),
+    ("progress", False),
+    ("export", True),
+    ("compilation_cache_dir", ""),
+  ]:
+    section, _, name = field.rpartition(".")
+    setattr(config[section] if section else config, name, value)
+
+  def fail(workdir):
+    raise ExportError("the exporter broke")
+
+  monkeypatch.setattr(export_run, "export_workdir", fail)
+  workdir = tmp_path / "search"
+  with pytest.raises(SystemExit) as exit_info:
+    config_lib.run_main(search.run_search, config, workdir)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert "error: export failed: ExportError: the exporter broke" in err
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert "the exporter broke" in summary["export"]["error"]
+  assert (workdir / "best_checkpoint").is_dir()  # the search's results stay
+  assert len((workdir / "history.jsonl").read_text().splitlines()) == 2
 
 
 def test_a_search_killed_at_random_moments_resumes_to_the_same_records(

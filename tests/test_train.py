@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasq import data, models, train
+from nasq import checkpoints, data, models, train
 from nasq.quant import QuantConfig
 from nasq.spaces import macro
 
@@ -92,9 +92,9 @@ def test_bad_optimizer_is_named():
 def test_checkpoint_round_trip_restores_the_same_function(tmp_path):
   model = models.build_model(ARCH, 4)
   v = models.init_variables(model, ARCH.input_shape, jax.random.key(0))
-  train.save_checkpoint(str(tmp_path / "ckpt"), v)
+  checkpoints.save_checkpoint(str(tmp_path / "ckpt"), v)
   template = models.init_variables(model, ARCH.input_shape, jax.random.key(1))
-  restored = train.load_checkpoint(str(tmp_path / "ckpt"), template)
+  restored = checkpoints.load_checkpoint(str(tmp_path / "ckpt"), template)
   chex.assert_trees_all_close(restored, v, rtol=0, atol=0)
   x = jax.random.normal(jax.random.key(2), (4, *ARCH.input_shape))
   np.testing.assert_array_equal(model.apply(restored, x), model.apply(v, x))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,12 +12,34 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from nasq import checkpoints, export, export_onnx
 from nasq import costs as costs_lib
 from nasq import data as data_lib
-from nasq import export, export_onnx
 from nasq.runs.config import from_config, space_from_config
 from nasq.spaces import make_space
 from nasq.spaces.macro import MacroArchitecture
+
+# What the export imports (the ``export`` extra of setup.cfg), by module name.
+EXPORT_MODULES = ("tensorflow", "ai_edge_litert", "onnx", "onnxruntime", "tflite_micro")
+
+
+def check_export_extra() -> None:
+  """Raises ``ImportError`` naming the install command if a module the export needs is
+  missing (checked before a search that ends in an export starts)."""
+
+  def found(module: str) -> bool:
+    try:
+      return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+      return False
+
+  missing = [m for m in EXPORT_MODULES if not found(m)]
+  if missing:
+    raise ImportError(
+      f"export=True needs the export extra (missing: {', '.join(missing)}): run "
+      f"`pip install -e .[export]`, or set --config.export=False and run "
+      f"experiments/export.py later"
+    )
 
 
 def export_workdir(
@@ -53,11 +76,17 @@ def export_workdir(
   weight_bits = int(config["weight_bits"])
   integer_qat = bool(config.get("integer_qat", False))
   variables = export.load_checkpoint(arch, weight_bits, checkpoint, integer_qat)
-  data_config = from_config(data_lib.DataConfig, config["data"], "data")
+  # The data the checkpoint was trained on: a search's retraining uses final_data, a
+  # training run its data. Its normalization statistics are stored with the checkpoint
+  # (older checkpoints: recomputed from that data section, which gives the same).
+  section = "final_data" if checkpoint.name == "best_checkpoint" else "data"
+  data_config = from_config(data_lib.DataConfig, config[section], section)
   data_config = dataclasses.replace(data_config, test_size=num_test)
   dataset = data_lib.load_dataset(data_config)
+  meta = checkpoints.checkpoint_meta(str(checkpoint))
+  mean, std = (meta["mean"], meta["std"]) if meta else (dataset.mean, dataset.std)
 
-  net = export.fold(arch, variables, weight_bits, dataset.mean, dataset.std)
+  net = export.fold(arch, variables, weight_bits, mean, std)
   model = export.to_tflite(net, dataset.train.images[:num_calibration])
   test = dataset.test
   logits = export.tflite_logits(model, test.images)

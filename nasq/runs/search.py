@@ -35,37 +35,18 @@ from nasq.loop import run_strategy
 from nasq.quant import QuantConfig, check_bits
 from nasq.runs import export as export_run
 from nasq.runs import final as final_lib
-from nasq.runs.config import from_config, space_from_config, to_config, user_errors
+from nasq.runs import workdir as workdir_lib
+from nasq.runs.config import (
+  ConfigError,
+  from_config,
+  space_from_config,
+  to_config,
+  user_errors,
+)
+from nasq.runs.workdir import ConfigMismatchError
 from nasq.spaces import SearchSpace, SpaceConfig, make_space, space_config
 
 logger = logging.getLogger(__name__)
-
-
-class ConfigMismatchError(ValueError):
-  """The workdir holds a search run with another configuration."""
-
-
-def _check_workdir_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
-  path = workdir / "config.json"
-  current = json.loads(config.to_json_best_effort(sort_keys=True))
-  if path.exists():
-    saved = json.loads(path.read_text())
-    # Presentation and execution settings may change between runs (resume a search
-    # begun on one machine with more workers, or on a cluster).
-    ignore = ("progress", "executor", "export")
-    # A field added to nasq after the workdir was made counts as its default there.
-    defaults = json.loads(default_config().to_json_best_effort(sort_keys=True))
-    saved = {k: defaults[k] for k in current if k not in saved and k in defaults} | saved
-    a = {k: v for k, v in saved.items() if k not in ignore}
-    b = {k: v for k, v in current.items() if k not in ignore}
-    if a != b:
-      changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-      raise ConfigMismatchError(
-        f"{workdir} holds a search with another configuration (fields {changed} differ); "
-        f"use a new --workdir, or the same config to resume"
-      )
-  else:
-    path.write_text(json.dumps(current, indent=1, sort_keys=True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +116,32 @@ def _check_dataset(space: SearchSpace, dataset: data_lib.Dataset) -> None:
     )
 
 
+def _check_schedules(
+  settings: SearchSettings,
+  dataset: data_lib.Dataset,
+  final_dataset: data_lib.Dataset,
+  num_final: int,
+) -> None:
+  """Each training schedule against the examples it will have: a batch larger than
+  the training set, or a promotion rung asking for more images than there are, is an
+  error naming the field, before any work."""
+  train_lib.check_batch_fits(settings.train, len(dataset.train), "train", "data")
+  for rung in settings.promotion.parsed:
+    if rung.train_images > dataset.num_train_available:
+      raise ValueError(
+        f"promotion.rungs: rung {rung} asks for {rung.train_images} training images; "
+        f"data {dataset.name!r} has {dataset.num_train_available} after carving "
+        f"data.val_size={len(dataset.val)} (0 takes them all)"
+      )
+    images = rung.train_images or dataset.num_train_available
+    train_lib.check_batch_fits(settings.train, images, "train", f"promotion rung {rung}")
+  if num_final:
+    examples = len(final_dataset.train) + len(final_dataset.val)
+    train_lib.check_batch_fits(
+      settings.final_train, examples, "final_train", "final_data"
+    )
+
+
 def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """Runs (or resumes) the configured search; returns the report's summary.
 
@@ -152,12 +159,28 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
       space, budget, config.weight_bits, config.activation_bits, config.num_evaluations
     )
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    _check_workdir_config(workdir, config)
-    history = History.open(workdir)
+    resuming = workdir_lib.check_config(workdir, config, default_config())
+    # Everything that can fail on the user's input fails here, before the workdir is
+    # marked as this search's: the data, the schedules against it, the export extra.
     dataset = data_lib.load_dataset(settings.data)
     _check_dataset(space, dataset)
-  if len(history):
+    final_dataset = (
+      dataset
+      if settings.final_data == settings.data
+      else data_lib.load_dataset(settings.final_data)
+    )
+    _check_dataset(space, final_dataset)
+    _check_schedules(settings, dataset, final_dataset, config.num_final)
+    if config.export:
+      try:
+        export_run.check_export_extra()
+      except ImportError as e:
+        raise ConfigError(str(e)) from None
+    workdir_lib.write_config(workdir, config)
+    history = History.open(workdir)
+  train_lib.use_compilation_cache(config.compilation_cache_dir)
+  del final_dataset  # retraining loads it again, after the search has freed memory
+  if resuming and len(history):
     print(f"resuming: {history.num_evaluated()} evaluations already in {history.path}")
 
   ae = None
@@ -295,6 +318,11 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
   if config.export:
     summary["export"] = _export(workdir)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if "error" in summary["export"]:
+      raise ConfigError(
+        f"export failed: {summary['export']['error']} (the search's results stay in "
+        f"{workdir}; rerun the export with experiments/export.py --workdir={workdir})"
+      )
   return summary
 
 
@@ -356,12 +384,12 @@ def _promote(
 
 def _export(workdir: Path) -> dict[str, Any]:
   """Exports the best retrained model (``export.*`` files) and adds the export report to
-  report.md; a model that cannot be exported is recorded, and the search stands."""
+  report.md; a model that cannot be exported is recorded (``{"error": ...}``) and the
+  caller ends the run with that error, the search's results kept."""
   try:
     result = export_run.export_workdir(workdir)
-  except (ExportError, ImportError) as e:
-    print(f"export failed: {e}", flush=True)
-    return {"error": str(e)}
+  except (ExportError, ImportError, ValueError, FileNotFoundError) as e:
+    return {"error": f"{type(e).__name__}: {e}"}
   out = Path(result["dir"])
   result["files"] = sorted(p.name for p in out.iterdir())
   body = (out / "export_report.md").read_text().split("\n", 1)[1]
@@ -413,11 +441,11 @@ def default_config() -> ml_collections.ConfigDict:
   # image), peak_activation_bytes, params; None = unbounded.
   c.budget = to_config(Budget(model_size_bits=64 * 8 * 1024, macs=30e6))
   c.objective = to_config(evaluators.Objective())  # nasq.evaluators.Objective
-  # Latent BO's GP on the decoded architectures' one-hot tokens: on NAS-Bench-201 it
-  # beat the kernel on the codes in 3 of 4 budget settings (README, "Strategies").
-  c.strategies = to_config(strategies.StrategySettings(gp_input="tokens"))
+  c.strategies = to_config(strategies.StrategySettings())  # nasq.strategies
   c.autoencoder = to_config(ae_lib.AutoencoderConfig())
   c.cache_dir = "~/.cache/nasq/autoencoders"  # Trained autoencoders, keyed by config.
+  # Compiled XLA programs kept across runs (resume, promotions, retraining); "" = off.
+  c.compilation_cache_dir = "~/.cache/nasq/xla"
   c.data = to_config(data_lib.DataConfig())  # nasq.data.DataConfig
   c.train = to_config(train_lib.TrainConfig())  # Each candidate's (short) schedule.
   c.final_data = to_config(data_lib.DataConfig())  # Data of the retraining.

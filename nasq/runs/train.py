@@ -8,9 +8,9 @@ import os
 
 import ml_collections
 
+from nasq import checkpoints, report
 from nasq import costs as costs_lib
 from nasq import data as data_lib
-from nasq import report
 from nasq import train as train_lib
 from nasq.quant import QuantConfig
 from nasq.runs.config import from_config, space_from_config, to_config, user_errors
@@ -48,7 +48,8 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Trai
 
   Writes ``config.json``, ``costs.md`` (per-layer breakdown), ``metrics.jsonl`` (one
   line per epoch), ``result.json`` and, if training succeeded, an orbax checkpoint of
-  the final variables under ``checkpoint/``.
+  the final variables under ``checkpoint/`` with ``checkpoint.json`` beside it (the
+  architecture and the normalization statistics it was trained with).
   """
   with user_errors():
     arch = resolve_architecture(config)
@@ -56,6 +57,7 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Trai
     data_config = from_config(data_lib.DataConfig, config.data, "data")
     train_config = from_config(train_lib.TrainConfig, config.train, "train")
     dataset = data_lib.load_dataset(data_config)
+  train_lib.use_compilation_cache(config.compilation_cache_dir)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json(indent=1))
@@ -83,7 +85,11 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Trai
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(out, f, indent=1)
   if result.variables is not None:
-    train_lib.save_checkpoint(os.path.join(workdir, "checkpoint"), result.variables)
+    checkpoints.save_checkpoint(
+      os.path.join(workdir, "checkpoint"),
+      result.variables,
+      checkpoints.model_meta(arch, quant, dataset),
+    )
   print(
     f"status={result.status} val_accuracy={result.val_accuracy} "
     f"test_accuracy={result.test_accuracy} wall_time_s={result.wall_time_s:.1f}"
@@ -105,4 +111,6 @@ def default_config() -> ml_collections.ConfigDict:
   config.integer_qat = False
   config.data = to_config(data_lib.DataConfig())  # Dataset and split.
   config.train = to_config(train_lib.TrainConfig())  # Schedule.
+  # Compiled XLA programs kept across runs; "" = off.
+  config.compilation_cache_dir = "~/.cache/nasq/xla"
   return config

@@ -8,7 +8,7 @@ import pytest
 from configs import default
 from nasq import costs, promotion
 from nasq.feasibility import check_budget
-from nasq.runs import final, search
+from nasq.runs import final, search, workdir
 from nasq.spaces import make_space
 
 
@@ -101,8 +101,24 @@ def test_a_workdir_from_before_a_new_field_resumes_at_its_default(tmp_path):
   config = default.get_config()
   saved = json.loads(config.to_json_best_effort(sort_keys=True))
   del saved["promotion"], saved["reference"]  # fields added later
+  del saved["strategies"]["num_neighbours"], saved["train"]["float_epochs"]  # nested
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  search._check_workdir_config(tmp_path, config)  # the defaults: accepted
+  check = lambda: workdir.check_config(tmp_path, config, search.default_config())  # noqa: E731
+  assert check()  # the defaults: accepted, a resume
+  # Display and execution fields may change at any depth.
+  config.train.progress = not config.train.progress
+  config.final_train.progress = not config.final_train.progress
+  config.executor.num_workers = 2
+  config.compilation_cache_dir = ""
+  assert check()
   config.reference = "fmnist_ref"
-  with pytest.raises(search.ConfigMismatchError, match="reference"):
-    search._check_workdir_config(tmp_path, config)
+  with pytest.raises(search.ConfigMismatchError, match=r"\['reference'\]"):
+    check()
+  config.reference = ""
+  config.strategies.num_neighbours = 8  # a nested field changed from its default
+  with pytest.raises(
+    search.ConfigMismatchError, match=r"\['strategies.num_neighbours'\]"
+  ):
+    check()
+  assert not workdir.check_config(tmp_path / "new", config, search.default_config())
+  assert not (tmp_path / "new").exists()  # checking writes nothing
