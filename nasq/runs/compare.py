@@ -20,7 +20,7 @@ import hashlib
 import json
 import multiprocessing
 import os
-import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from matplotlib.figure import Figure
 
 from nasq import autoencoder as ae_lib
 from nasq import evaluators, executors, strategies
@@ -36,11 +35,10 @@ from nasq.costs import Budget
 from nasq.feasibility import all_costs
 from nasq.history import History
 from nasq.loop import run_strategy
-from nasq.runs import record
+from nasq.runs import compare_report, record
 from nasq.runs.config import from_config, space_from_config, to_config, user_errors
 from nasq.spaces import SearchSpace, make_space, space_config
 
-CHECKPOINTS = (10, 25, 50, 100, 150)
 SETTINGS = ("unconstrained", "params_0.5", "params_0.25", "macs_0.5")
 SETTING_COSTS = ("params", "macs")
 
@@ -169,8 +167,23 @@ def _autoencoder(config: ml_collections.ConfigDict, space: SearchSpace):
   )
 
 
+def _open_run_dir(run_dir: Path, stamp: dict[str, str]) -> History:
+  """The run's history in ``run_dir``, resumed only if it was begun by this code, run
+  key and environment (``run.json``); a run begun by other code is started over."""
+  stamp_path = run_dir / "run.json"
+  if run_dir.exists():
+    begun = json.loads(stamp_path.read_text()) if stamp_path.exists() else None
+    if begun != stamp:
+      print(f"{run_dir}: begun by other code or settings ({begun}); starting over")
+      shutil.rmtree(run_dir)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  if not stamp_path.exists():
+    stamp_path.write_text(json.dumps(stamp, sort_keys=True))
+  return History.open(run_dir)
+
+
 def _run_one(args: tuple) -> dict[str, Any]:
-  config, setting, name, seed, workdir = args
+  config, setting, name, seed, workdir, stamp = args
   config_key = config.to_json_best_effort(sort_keys=True)
   space = _cached(
     f"space {config_key}", lambda: make_space(space_from_config(config.space))
@@ -183,7 +196,7 @@ def _run_one(args: tuple) -> dict[str, Any]:
   # Exact costs depend on the architecture alone: one memo for every run of the process.
   costs = _cached(f"costs {config_key}", dict)
   ctx = strategies.SearchContext(
-    space, budget, 32, 8, History.open(run_dir), ae, cost_cache=costs
+    space, budget, 32, 8, _open_run_dir(run_dir, stamp), ae, cost_cache=costs
   )
   objective = evaluators.Objective(metric=config.metric)
   key = jax.random.key(seed)
@@ -251,8 +264,8 @@ def _pin_worker(cores: list[int]) -> None:
 # them cannot change a recorded run, so the code version leaves them out
 # (tests/runs/test_compare.py checks that a table comparison calls nothing in the first
 # three; nasq.quant stays in, its check_bits runs).
-NOT_RUN_ON_A_TABLE = ("nasq.data", "nasq.models", "nasq.train")
-BOOKKEEPING = ("nasq.runs.record",)
+NOT_RUN_ON_A_TABLE = ("nasq.data", "nasq.models", "nasq.ops", "nasq.train")
+BOOKKEEPING = ("nasq.runs.record", "nasq.runs.compare_report")
 
 
 def code_version() -> str:
@@ -278,20 +291,31 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict
     for setting in config.settings
     for name in config.strategies_to_run
   }
-  recorded = {}
-  if config.record:
-    for row in record.read(config.record):
-      recorded[(row["code"], row["key"], row["seed"])] = row
+  env = record.environment()
+  env_hash = record.environment_hash(env)
+  recorded = (
+    record.index(record.read(config.record), config.record) if config.record else {}
+  )
   results, jobs = [], []
   # Seed by seed, so a stopped benchmark holds whole seeds of every setting.
   for seed in range(config.num_seeds):
     for setting in config.settings:
       for name in config.strategies_to_run:
-        row = recorded.get((version, keys[setting, name], seed))
+        # Latent BO's curves differ across machines and library versions; random
+        # search and evolution repeated every recorded curve on other machines.
+        row = record.lookup(
+          recorded,
+          version,
+          keys[setting, name],
+          seed,
+          env,
+          _strategy_settings(config, name)[0] != "latent_bo",
+        )
         if row is not None:
           results.append({**row, "setting": setting, "strategy": name, "read_back": True})
         else:
-          jobs.append((config, setting, name, seed, str(workdir)))
+          stamp = {"code": version, "key": keys[setting, name], "env": env_hash}
+          jobs.append((config, setting, name, seed, str(workdir), stamp))
   if results:
     print(
       f"{len(results)} runs read back from {config.record} (code {version}); "
@@ -300,7 +324,13 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict
     )
 
   def finished(i, r):
-    r = {**r, "code": version, "key": keys[r["setting"], r["strategy"]]}
+    r = {
+      **r,
+      "code": version,
+      "key": keys[r["setting"], r["strategy"]],
+      "env": env,
+      "env_hash": env_hash,
+    }
     if config.record:
       record.append(config.record, r)
     results.append(r)
@@ -341,125 +371,9 @@ def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -
   results = run_all(config, workdir)
   wall = time.perf_counter() - start
 
-  summary: dict[str, Any] = {
-    "machine": f"{platform.machine()}, {multiprocessing.cpu_count()} CPUs",
-    "wall_seconds": wall,
-    "config": json.loads(config.to_json_best_effort()),
-    "settings": {},
-  }
-  lines = [f"# Strategy comparison ({config.evaluator}, metric {config.metric})", ""]
-  for setting in config.settings:
-    budget = _setting_budget(config, space, setting)
-    feasible = None
-    if setting != "unconstrained":
-      by_arch = dict(
-        zip(
-          (a.to_string() for a in space.all_architectures()),
-          all_costs(space),
-          strict=True,
-        )
-      )
-      feasible = lambda a, b=budget, c=by_arch: b.fits(c[a.to_string()])  # noqa: E731
-    best_arch, best_value = table_eval.best(feasible)
-    rows = {}
-    k = min(100, config.num_queries)
-    marks = [c for c in CHECKPOINTS if c <= config.num_queries]
-    lines += [
-      f"## {setting} (table best feasible: {best_value:.3f}, `{best_arch}`)",
-      "",
-      "| strategy | "
-      + " | ".join(f"best @{c}" for c in marks)
-      + f" | regret @{k} | found best | fallbacks | vs evolution @{k} (W/T/L) |",
-      "|---|" + "---|" * (len(marks) + 4),
-    ]
-
-    def runs(name, setting=setting):
-      return sorted(
-        (r for r in results if r["setting"] == setting and r["strategy"] == name),
-        key=lambda r: r["seed"],
-      )
-
-    for name in config.strategies_to_run:
-      curves = np.array([r["curve"] for r in runs(name)])
-      fallbacks = sum(r["fallbacks"] for r in runs(name))
-      proposals = max(1, sum(r["proposals"] for r in runs(name)))
-      paired = ""
-      if name != "evolution" and "evolution" in config.strategies_to_run:
-        other = np.array([r["curve"][k - 1] for r in runs("evolution")])
-        mine = curves[:, k - 1]
-        paired = (
-          f"{int(np.sum(mine > other + 1e-9))}/{int(np.sum(np.isclose(mine, other)))}/"
-          f"{int(np.sum(mine < other - 1e-9))}"
-        )
-      at = {
-        c: (float(curves[:, c - 1].mean()), float(curves[:, c - 1].std()))
-        for c in CHECKPOINTS
-        if c <= config.num_queries
-      }
-      regret = best_value - curves[:, k - 1]
-      found = float(np.mean(np.isclose(curves[:, -1], best_value)))
-      rows[name] = {
-        "best_at": at,
-        "regret_at": {k: (float(regret.mean()), float(regret.std()))},
-        "found_best_fraction": found,
-        "fallback_fraction": fallbacks / proposals,
-        "wins_ties_losses_vs_evolution": paired,
-        "seeds": len(curves),
-        "mean_curve": curves.mean(0).tolist(),
-      }
-      lines.append(
-        f"| {name} | "
-        + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in at.values())
-        + f" | {regret.mean():.3f} ± {regret.std():.3f} | {found:.0%} "
-        f"| {fallbacks / proposals:.1%} | {paired or '-'} |"
-      )
-    lines.append("")
-    summary["settings"][setting] = {"table_best": best_value, "strategies": rows}
-    _plot(workdir / f"curves_{setting}.png", results, setting, config, best_value)
-  read_back = [r for r in results if r.get("read_back")]
-  lines.append(
-    f"{config.num_seeds} seeds, {config.num_queries} queries ({config.num_initial} "
-    f"shared random initial). Wall time {wall / 60:.1f} min on {summary['machine']} "
-    f"for the {len(results) - len(read_back)} runs done now"
-    + (
-      f"; {len(read_back)} runs read back from the record, which took "
-      f"{sum(r['seconds'] for r in read_back) / 60:.1f} min of worker time when run."
-      if read_back
-      else "."
-    )
+  return compare_report.write(
+    workdir, config, results, wall, table_eval, space, _setting_budget
   )
-  versions = sorted({r["code"] for r in results})
-  summary["code"] = versions
-  lines.append(
-    f"Code version {', '.join(versions)}"
-    + (f"; runs read back from {config.record}" if config.record else "")
-    + "."
-  )
-  (workdir / "table.md").write_text("\n".join(lines) + "\n")
-  (workdir / "results.json").write_text(json.dumps(summary, indent=1))
-  return summary
-
-
-def _plot(path: Path, results, setting, config, best_value) -> None:
-  fig = Figure(figsize=(6.5, 4.5))
-  ax = fig.subplots()
-  for name in config.strategies_to_run:
-    curves = np.array(
-      [r["curve"] for r in results if r["setting"] == setting and r["strategy"] == name]
-    )
-    regret = best_value - curves
-    mean = regret.mean(0)
-    half = 1.96 * regret.std(0) / np.sqrt(len(curves))
-    x = np.arange(1, curves.shape[1] + 1)
-    ax.plot(x, mean, label=name)
-    ax.fill_between(x, np.maximum(mean - half, 1e-3), mean + half, alpha=0.2)
-  ax.set_yscale("log")
-  ax.set_xlabel("queries")
-  ax.set_ylabel(f"regret of {config.metric} (mean, 95% CI)")
-  ax.set_title(f"{setting}: {config.num_seeds} seeds")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -3,7 +3,9 @@
 import json
 import multiprocessing
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,7 +122,7 @@ def test_recorded_runs_are_read_back_only_for_their_code_and_settings(
   assert {(r["strategy"], r["seed"]): r["curve"] for r in again} == by_run
   # Marked as read back (table.md's footer counts their recorded worker time apart).
   assert all(r["read_back"] for r in again) and not any("read_back" in r for r in first)
-  # A killed writer's cut last line is ignored, and the next run starts a line of its own.
+  # A killed writer's cut last line is ignored, and the next append removes it.
   with open(config.record, "a") as f:
     f.write('{"code": "')
   assert len(record.read(config.record)) == 4
@@ -147,10 +149,98 @@ def test_the_code_version_covers_what_a_comparison_imports():
   for module in ("nasq.strategies.latent_bo", "nasq.gp", "nasq.loop", "nasq.spaces"):
     assert module in sources
   assert "nasq.export" not in sources and "nasq.runs.search" not in sources
-  # The modules left out of the version are imported, and an edit to any other one
-  # changes it.
-  left_out = compare.NOT_RUN_ON_A_TABLE + compare.BOOKKEEPING
-  assert set(left_out) <= set(sources)
-  version = compare.code_version()
-  assert record.code_version("nasq.runs.compare") != version
-  assert record.code_version("nasq.runs.compare", left_out[1:]) != version
+  assert set(compare.NOT_RUN_ON_A_TABLE + compare.BOOKKEEPING) <= set(sources)
+
+
+def _version_of_copy(package: Path) -> str:
+  return record.code_version(
+    "nasq.runs.compare", compare.NOT_RUN_ON_A_TABLE + compare.BOOKKEEPING, package
+  )
+
+
+@pytest.mark.parametrize(
+  "module,changes",
+  [
+    ("gp.py", True),
+    ("strategies/latent_bo.py", True),
+    ("spaces/nb201.py", True),
+    ("runs/compare.py", True),
+    ("data.py", False),  # left out: a comparison on a table never runs it
+    ("runs/record.py", False),  # bookkeeping
+    ("runs/search.py", False),  # not imported by a comparison
+  ],
+)
+def test_an_edit_changes_the_code_version_exactly_when_a_run_could_change(
+  tmp_path, module, changes
+):
+  package = tmp_path / "nasq"
+  shutil.copytree(
+    record.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__")
+  )
+  before = _version_of_copy(package)
+  assert before == compare.code_version()  # the copy hashes as the package does
+  with open(package / module, "a") as f:
+    f.write("\n# an edit\n")
+  assert (_version_of_copy(package) != before) == changes
+
+
+def test_a_malformed_line_before_the_end_is_an_error_naming_it(tmp_path):
+  path = tmp_path / "record.jsonl"
+  path.write_text('{"code": "a", "key": "k", "seed": 0}\nnot json\n{"code": "b"}\n')
+  with pytest.raises(ValueError, match=r"record.jsonl:2: not a recorded run"):
+    record.read(path)
+  path.write_text('{"code": "a", "key": "k", "seed": 0}\n{"code": "b", "se')
+  assert record.read(path) == [{"code": "a", "key": "k", "seed": 0}]  # a cut last line
+
+
+def test_two_results_for_one_run_are_an_error_naming_both_lines():
+  row = {"code": "a", "key": "k", "seed": 0, "env_hash": "e", "curve": [1.0]}
+  assert len(record.index([row, dict(row)])) == 1  # an identical copy is one row
+  with pytest.raises(ValueError, match="lines 1 and 3 record the same run"):
+    record.index([row, {**row, "seed": 1}, {**row, "curve": [2.0]}])
+
+
+def test_latent_bo_rows_of_another_environment_are_not_read_back():
+  env = record.environment()
+  other = {**env, "cpu": "another CPU"}
+  rows = [
+    {
+      "code": "c",
+      "key": "lbo",
+      "seed": 0,
+      "env": other,
+      "env_hash": record.environment_hash(other),
+    },
+    {"code": "c", "key": "rnd", "seed": 0},  # recorded before environments were
+  ]
+  recorded = record.index(rows)
+  assert record.lookup(recorded, "c", "lbo", 0, env, False) is None
+  assert record.lookup(recorded, "c", "lbo", 0, other, False) is rows[0]
+  assert record.lookup(recorded, "c", "rnd", 0, env, True) is rows[1]
+  assert record.lookup(recorded, "c", "rnd", 0, {**env, "numpy": "0.0"}, True) is rows[1]
+  newer = {**rows[1], "env": {**env, "numpy": "0.0"}, "env_hash": "x"}
+  assert record.lookup(record.index([newer]), "c", "rnd", 0, env, True) is None
+
+
+def test_a_run_begun_by_other_code_in_the_same_workdir_starts_over(
+  tmp_path, table_config, monkeypatch
+):
+  config = table_config()
+  config.num_seeds, config.num_queries, config.num_initial = 1, 8, 3
+  config.processes = 1
+  config.settings = ("params_0.5",)
+  config.strategies_to_run = ("random",)
+  config.record = str(tmp_path / "record.jsonl")
+  compare.run_all(config, tmp_path / "w")
+  run = tmp_path / "w" / "runs" / "params_0.5" / "random" / "seed0"
+  assert json.loads((run / "run.json").read_text())["code"] == compare.code_version()
+  # Cut the run short, as a kill would, then change the code: the rerun in the same
+  # workdir must not resume the old history and record it under the new version.
+  lines = (run / "history.jsonl").read_text().splitlines()
+  (run / "history.jsonl").write_text("\n".join(lines[:5]) + "\n")
+  monkeypatch.setattr(compare, "code_version", lambda: "other")
+  (result,) = compare.run_all(config, tmp_path / "w")
+  assert json.loads((run / "run.json").read_text())["code"] == "other"
+  records = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+  assert len([r for r in records if r["status"] in ("ok", "failed")]) == 8
+  assert result["code"] == "other" and "read_back" not in result
