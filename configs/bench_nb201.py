@@ -7,8 +7,8 @@ r"""Strategy comparison on AnalogNAS-Bench (NAS-Bench-201 cells, CIFAR-10, int8 
 latent_bo, random and evolution, 20 seeds x 150 queries each, in the four settings
 (unconstrained; params <= 0.5 and <= 0.25 of the largest cell; MACs <= 0.5); 2
 processes. Latent BO's GP models the decoded cells' one-hot tokens
-(``strategies.gp_input="tokens"``, as in the search configs); ``latent_bo_codes`` is
-the same strategy with the kernel on the autoencoder's codes.
+(``StrategySettings.gp_input="tokens"``, the default); ``latent_bo_codes`` is the same
+strategy with the kernel on the autoencoder's codes.
 """
 
 from nasq.runs import compare
@@ -16,7 +16,6 @@ from nasq.runs import compare
 
 def get_config():
   c = compare.default_config()
-  c.strategy_config.gp_input = "tokens"
   # The ablations: each changes one setting of latent BO as configured here.
   c.variants.update(
     {
@@ -25,12 +24,6 @@ def get_config():
       "latent_bo_observed_incumbent": {"incumbent": "observed"},
       "latent_bo_no_neighbours": {"num_neighbours": 0},
       "latent_bo_no_copula": {"output_transform": "none"},
-      "latent_bo_tokens": {"gp_input": "tokens"},
-      # Options for tight budgets (params <= 0.25 x largest).
-      "latent_bo_moves2": {"neighbour_moves": 2},
-      "latent_bo_random_pool": {"num_random_candidates": 256},
-      "latent_bo_explore4": {"explore_every": 4},
-      "latent_bo_explore8": {"explore_every": 8},
     }
   )
   return c

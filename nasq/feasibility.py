@@ -44,14 +44,14 @@ def minimum_costs(
 
 
 @functools.cache
-def _macro_minimum_costs(
-  space: MacroSpace, weight_bits: int, activation_bits: int
-) -> tuple[tuple[str, float], ...]:
-  """Shortest paths through the space's automaton: params, MACs and model size add up
-  layer by layer (the classifier charged to the option that closes the network); for
-  peak activation memory, the largest live set of a layer (a lower bound of the arena,
-  which also holds the image's normalization and is laid out by a planner), so its path
-  cost is a maximum."""
+def _macro_option_costs(
+  space: MacroSpace, weight_bits: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Costs along the space's automaton: per (state, option), the params, MACs and
+  model size bits the option adds [3, S, O] (the classifier charged to the option that
+  closes the network) and its largest live set in elements [S, O]; per state, the
+  smallest additive costs of any completion [3, S] (each minimized on its own) and the
+  smallest largest live set of any completion [S] (a maximum along the path)."""
   a = space.automaton
   additive = np.zeros((3,) + a.option_valid.shape)  # params, MACs, size bits
   peak = np.zeros(a.option_valid.shape)
@@ -86,13 +86,80 @@ def _macro_minimum_costs(
       after_peak = best_peak[nxt] if b < last else 0.0
       best_add[:, s] = (additive[:, s, ok] + after_add).min(axis=1)
       best_peak[s] = np.maximum(peak[s, ok], after_peak).min()
-  start = a.start
+  return additive, peak, best_add, best_peak
+
+
+@functools.cache
+def _macro_minimum_costs(
+  space: MacroSpace, weight_bits: int, activation_bits: int
+) -> tuple[tuple[str, float], ...]:
+  """Shortest paths through the space's automaton: params, MACs and model size add up
+  layer by layer; for peak activation memory, the largest live set of a layer (a lower
+  bound of the arena, which also holds the image's normalization and is laid out by a
+  planner), so its path cost is a maximum."""
+  _, _, best_add, best_peak = _macro_option_costs(space, weight_bits)
+  start = space.automaton.start
   return (
     ("params", float(best_add[0, start])),
     ("macs", float(best_add[1, start])),
     ("model_size_bits", float(best_add[2, start])),
     ("peak_activation_bytes", float(math.ceil(best_peak[start] * activation_bits / 8))),
   )
+
+
+def sample_within_budget(
+  space: MacroSpace,
+  budget: Budget,
+  weight_bits: int,
+  activation_bits: int,
+  rng: np.random.Generator,
+  n: int,
+) -> np.ndarray:
+  """``n`` token vectors drawn through the automaton with every option pruned that can
+  no longer be completed within a bound (each additive cost against its smallest
+  completion, peak memory against each layer's live set), in proportion to the valid
+  completions, as uniform sampling weights them. Made for budgets that a small
+  fraction of the space meets, where rejection sampling of the whole space would need
+  millions of draws; not exactly uniform over the architectures that fit, and a draw
+  may still break a bound jointly (the caller checks exact costs). Rows that reach a
+  dead end are drawn again; returns fewer than ``n`` only if many attempts fail."""
+  a = space.automaton
+  additive, peak, best_add, _ = _macro_option_costs(space, weight_bits)
+  fields = ("params", "macs", "model_size_bits")
+  bounds = np.array(
+    [getattr(budget, f) if getattr(budget, f) is not None else np.inf for f in fields]
+  )
+  peak_limit = (
+    np.inf
+    if budget.peak_activation_bytes is None
+    else budget.peak_activation_bytes * 8 / activation_bits
+  )
+  last = a.num_blocks - 1
+  out: list[np.ndarray] = []
+  for _ in range(20):
+    m = max(2 * (n - len(out)), 16)
+    state = np.full(m, a.start, dtype=np.int32)
+    spent = np.zeros((m, 3))
+    alive = np.ones(m, bool)
+    tokens = np.zeros((m, a.num_blocks, a.block_size), dtype=np.int32)
+    for b in range(a.num_blocks):
+      nxt = a.next_state[state]  # [m, O]
+      after = best_add[:, nxt] if b < last else np.zeros((3,) + nxt.shape)  # [3, m, O]
+      total = spent.T[:, :, None] + additive[:, state] + after
+      ok = (total <= bounds[:, None, None]).all(axis=0) & (peak[state] <= peak_limit)
+      w = np.where(ok, a.option_weights(state, b), 0.0)
+      alive &= w.sum(axis=1) > 0
+      w[~alive] = a.option_valid[state[~alive]]  # dead rows: any option, dropped later
+      cdf = np.cumsum(w, axis=1)
+      u = rng.random(m) * cdf[:, -1]
+      choice = np.minimum((cdf <= u[:, None]).sum(axis=1), w.shape[1] - 1)
+      tokens[:, b] = a.options[state, choice]
+      spent += additive[:, state, choice].T
+      state = nxt[np.arange(m), choice]
+    out.extend(tokens[alive].reshape(int(alive.sum()), -1))
+    if len(out) >= n:
+      break
+  return np.asarray(out[:n], dtype=np.int32).reshape(-1, a.num_blocks * a.block_size)
 
 
 @functools.cache

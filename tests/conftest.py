@@ -149,14 +149,14 @@ def make_ctx(tmp_path):
 
 @pytest.fixture(scope="session")
 def run_initial():
-  """``run_initial(ctx, key, n)``: the shared random initial design, as a search runs it,
-  on the cheap evaluator."""
+  """``run_initial(ctx, key, n, evaluate=cheap)``: the shared random initial design, as a
+  search runs it, on the cheap evaluator unless another is given."""
 
-  def run(ctx, key, n):
+  def run(ctx, key, n, evaluate=_cheap_evaluate):
     run_strategy(
       ctx,
       strategies.RandomSearch(),
-      _cheap_evaluate,
+      evaluate,
       evaluators.Objective(),
       n,
       key,

@@ -5,10 +5,12 @@ costs anything itself. The search loop (``nasq.loop.run_strategy``) decodes each
 proposal, computes its exact costs, and trains it only if it fits the ``Budget`` and was
 not evaluated before; every strategy sees the same loop, so comparisons are fair.
 
-* ``latent_bo``: a GP on the latent codes of the evaluated architectures; expected
-  improvement over decoded candidates drawn in a trust region around the best feasible
-  ones, each costed exactly (``LatentBO``).
-* ``random``: uniform over the valid architectures that fit the budget (rejection).
+* ``latent_bo``: a GP on the evaluated architectures' one-hot tokens ranks, by expected
+  improvement, candidates decoded from codes drawn around the best architectures' codes
+  and from the prior, and one-token neighbours of the best; each costed exactly
+  (``LatentBO`` says what one step does).
+* ``random``: uniform over the valid architectures that fit the budget (rejection;
+  budget-pruned draws through the automaton where few architectures fit).
 * ``evolution``: regularized evolution (Real et al. 2019): tournament selection in an
   aging population, one-token mutations.
 """

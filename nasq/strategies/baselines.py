@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from nasq.feasibility import sample_within_budget
+from nasq.spaces import MacroSpace
 from nasq.strategies.base import Proposal, SearchContext, as_fallback, numpy_rng
 
 Array = jax.Array
@@ -14,7 +16,11 @@ Array = jax.Array
 
 
 class RandomSearch:
-  """Uniform over the valid architectures that fit the budget (rejection sampling)."""
+  """Uniform over the valid architectures that fit the budget, by rejection sampling.
+  Where the budget admits so few architectures that ``max_draws`` draws find too few
+  (fewer than about 1 in 20,000 fit), the rest are drawn through the macro space's
+  automaton with every option pruned that cannot be completed within the bounds
+  (``feasibility.sample_within_budget``: near-uniform, found in milliseconds)."""
 
   name = "random"
 
@@ -22,23 +28,34 @@ class RandomSearch:
     self.batch = int(batch)
 
   def sample_feasible(
-    self, ctx: SearchContext, rng: np.random.Generator, n: int, max_draws: int = 200_000
+    self, ctx: SearchContext, rng: np.random.Generator, n: int, max_draws: int = 20_000
   ) -> list[tuple[int, ...]]:
     """``n`` distinct unevaluated feasible token vectors (fewer if none can be found)."""
     out: list[tuple[int, ...]] = []
     seen: set[tuple[int, ...]] = set()
-    draws = 0
-    while len(out) < n and draws < max_draws:
-      for t in ctx.space.sample_tokens(rng, self.batch):
+
+    def take(candidates) -> None:
+      for t in candidates:
         t = tuple(int(v) for v in t)
-        draws += 1
-        if t in seen or ctx.is_taken(t):
+        if len(out) == n or t in seen or ctx.is_taken(t):
           continue
         seen.add(t)
         if ctx.budget.fits(ctx.costs(t)):
           out.append(t)
-          if len(out) == n:
-            break
+
+    draws = 0
+    while len(out) < n and draws < max_draws:
+      take(ctx.space.sample_tokens(rng, self.batch))
+      draws += self.batch
+    if len(out) < n and isinstance(ctx.space, MacroSpace):
+      for _ in range(10):
+        take(
+          sample_within_budget(
+            ctx.space, ctx.budget, ctx.weight_bits, ctx.activation_bits, rng, 4 * n
+          )
+        )
+        if len(out) == n:
+          break
     return out
 
   def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]:
