@@ -20,11 +20,25 @@ def _sub_jaxprs(eqn):
         yield item.jaxpr
 
 
+def _is_depthwise(eqn) -> bool:
+  """A call of ``nasq.ops.depthwise_conv`` (a custom VJP of input x [n, h, w, C] and
+  kernel [k, k, 1, C] giving [n, h', w', C]), whose taps are elementwise products."""
+  if eqn.primitive.name != "custom_vjp_call" or len(eqn.invars) != 2:
+    return False
+  x, kernel = (v.aval.shape for v in eqn.invars)
+  out = eqn.outvars[0].aval.shape
+  return len(kernel) == 4 and kernel[2] == 1 and x[-1] == kernel[3] == out[-1]
+
+
 def traced_macs(jaxpr) -> int:
   """MACs of every convolution and matmul in a jaxpr (batch 1), from shapes alone."""
   total = 0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
+    if _is_depthwise(eqn):  # one multiply-accumulate per tap and output element
+      kh, kw, _, _ = eqn.invars[1].aval.shape
+      total += int(np.prod(eqn.outvars[0].aval.shape)) * kh * kw
+      continue
     if name == "conv_general_dilated":
       out = eqn.outvars[0].aval.shape  # NHWC
       kh, kw, cin_per_group, _ = eqn.invars[1].aval.shape  # HWIO
@@ -88,16 +102,19 @@ def test_mixed_precision_space_params_and_sizes():
     arch = space.sample(rng)
     c = costs.compute_costs(arch, 8)
     assert model_counts(arch, 8) == (c.params, c.macs)
-    expected = 0
-    for u in c.layers:
-      layer_bits = {
-        layer.weight_bits for i, layer in enumerate(arch.layers) if f"layer{i}" == u.name
-      }
-      if u.kernel_params:
-        assert u.weight_bits == (layer_bits.pop() if layer_bits else 8)
-        expected += u.kernel_params * u.weight_bits + u.quant_channels * 32
-      expected += (u.params - u.kernel_params) * 32
-    assert c.model_size_bits == expected
+  # By hand: a 2-bit 3x3 convolution (1 -> 8), an 8-bit depthwise-separable layer
+  # (8 -> 16), the classifier at the model-wide 8 bits. Kernels at their bits, one
+  # float32 scale per output channel, BatchNorm's scale and bias and the classifier's
+  # bias in float32.
+  text = "conv3:s1:c8:w2 dwsep3:s1:c16:w8"
+  arch = macro.space_for_string(text, (4, 4, 1), 10).parse(text)
+  conv = 72 * 2 + 8 * 32 + 16 * 32
+  depthwise = 72 * 8 + 8 * 32 + 16 * 32
+  pointwise = 128 * 8 + 16 * 32 + 32 * 32
+  classifier = 160 * 8 + 10 * 32 + 10 * 32
+  expected = conv + depthwise + pointwise + classifier
+  assert expected == 6736
+  assert costs.compute_costs(arch, 8).model_size_bits == expected
 
 
 def test_hand_derived_small_network():
