@@ -5,9 +5,11 @@ r"""Exports a finished search's best model (or a trained network) for devices.
   python experiments/export.py --workdir=/tmp/nasq_train     # experiments/train.py's
 
 Writes <workdir>/export/: model.tflite (full-integer int8), model_data.cc/.h (the
-flatbuffer as a C array), model.onnx (int8 QDQ) and export_report.md (test accuracy of
-the JAX QAT model, of the .tflite under the LiteRT interpreter and of the .onnx under
-onnxruntime; weight bytes against the cost model).
+flatbuffer as a C array), model.onnx (int8 QDQ), for a model with <= 4-bit layers
+model_int4.tflite and model_int4_data.cc/.h (those layers' filters packed as int4), and
+export_report.md (test accuracy of the JAX QAT model, of the .tflite under the LiteRT
+interpreter, of the .onnx under onnxruntime, of the int8 and int4 models under LiteRT
+Micro; bytes and arenas against the cost model).
 """
 
 from absl import app, flags, logging
@@ -20,6 +22,12 @@ _WORKDIR = flags.DEFINE_string(
 )
 _OUT = flags.DEFINE_string("out", "", "Output directory (default <workdir>/export).")
 _NUM_TEST = flags.DEFINE_integer("num_test", 0, "Test images (0: the whole test set).")
+_NUM_MICRO_TEST = flags.DEFINE_integer(
+  "num_micro_test",
+  1000,
+  "Test images the int8 and int4 models run under LiteRT Micro (0: all; about 20 ms "
+  "an image each for a 20M-MAC network).",
+)
 _NUM_CALIBRATION = flags.DEFINE_integer(
   "num_calibration", 500, "Training images that calibrate the int8 activation ranges."
 )
@@ -32,6 +40,7 @@ def _export():
       _OUT.value or None,
       num_calibration=_NUM_CALIBRATION.value,
       num_test=_NUM_TEST.value,
+      num_micro_test=_NUM_MICRO_TEST.value,
     )
 
 

@@ -130,7 +130,40 @@ def greedy_arena_bytes(sizes: Sequence[int], buffers: Sequence[Buffer]) -> int:
   return end
 
 
-def macro_arena_bytes(arch: MacroArchitecture, activation_bits: int) -> int:
+def int4_scratch_buffers(arch: MacroArchitecture, weight_bits: int) -> list[Buffer]:
+  """The int8 scratch buffers LiteRT Micro's reference kernels take in the arena to
+  unpack each INT4 filter while its operator runs: one per convolution stored packed
+  (``nasq.export_int4``: layers of at most 4 bits), the filter's element count, alive
+  at that operator alone (numbered as in ``macro_buffers``)."""
+  shapes = arch.shapes()
+  out, op = [], 2  # operators 0 and 1 normalize the image
+  for i, layer in enumerate(arch.layers):
+    bits = layer.weight_bits if layer.weight_bits is not None else weight_bits
+    packed = bits <= 4
+    cin = shapes[i][2]
+    if layer.kind == "dwsep":
+      if packed:
+        out.append(Buffer(layer.kernel_size**2 * cin, op, op))
+        out.append(Buffer(cin * layer.channels, op + 1, op + 1))
+      op += 2
+    elif layer.kind == "conv":
+      if packed:
+        out.append(Buffer(layer.kernel_size**2 * cin * layer.channels, op, op))
+      op += 1
+    else:
+      op += 1
+    op += 1 if layer.residual else 0
+  return out
+
+
+def macro_arena_bytes(
+  arch: MacroArchitecture, activation_bits: int, int4_weight_bits: int | None = None
+) -> int:
+  """The activation arena of the int8 export; with ``int4_weight_bits`` (the model's
+  weight bits), of the int4 export, whose packed filters are unpacked in the arena."""
   buffers = macro_buffers(arch)
   sizes = [math.ceil(b.elements * activation_bits / 8) for b in buffers]
+  if int4_weight_bits is not None:
+    scratch = int4_scratch_buffers(arch, int4_weight_bits)
+    buffers, sizes = buffers + scratch, sizes + [b.elements for b in scratch]
   return greedy_arena_bytes(sizes, buffers)

@@ -63,7 +63,14 @@ def test_train_entry_point(tmp_path, fake_fashion_mnist):
   assert proc.returncode == 0, proc.stderr[-3000:]
   for name in ("model.tflite", "model.onnx", "model_data.cc", "model_data.h"):
     assert (workdir / "export" / name).stat().st_size > 0, name
+  # Its 4-bit layer is packed in the int4 model; the 8-bit one stays int8.
+  int4 = (workdir / "export" / "model_int4.tflite").read_bytes()
+  assert int4[4:8] == b"TFL3"
+  assert (
+    export.parse_c_array((workdir / "export" / "model_int4_data.cc").read_text()) == int4
+  )
   export_report = (workdir / "export" / "export_report.md").read_text()
+  assert "## model_int4.tflite: packed 4-bit filters" in export_report
   assert "dwsep3:s1:c16:w4" in export_report
   assert "integer-faithful QAT" in export_report and "JAX QAT (8-bit" in export_report
 

@@ -14,10 +14,12 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tflite_micro")
 
 from nasq import (  # noqa: E402
+  arena,
   checkpoints,
   costs,
   data,
   export,
+  export_int4,
   export_onnx,
   models,
   quant,
@@ -189,6 +191,16 @@ def test_int8_tflite_keeps_the_accuracy_of_a_trained_model(integer_qat):
   # Every kernel weight is stored once, as one int8 byte.
   kernels = sum(c.kernel.size for layer in net.layers for c in layer.convs)
   assert summary["weight_bytes"] == kernels + net.dense_kernel.size
+  # The int4 model, run by LiteRT Micro, classifies as the int8 one does.
+  packed, _ = export_int4.to_int4(model, net)
+  images, labels = ds.test.images[:300], ds.test.labels[:300]
+  micro8 = np.argmax(export_int4.micro_logits(model, images), -1)
+  micro4 = np.argmax(export_int4.micro_logits(packed, images), -1)
+  acc8, acc4 = float(np.mean(micro8 == labels)), float(np.mean(micro4 == labels))
+  assert (
+    abs(acc4 - acc8) <= 0.02 and abs(acc8 - float(np.mean(int8[:300] == labels))) <= 0.02
+  )
+  assert float(np.mean(micro4 == micro8)) >= 0.95
 
 
 def test_c_array_holds_the_flatbuffer_bytes():
@@ -241,3 +253,105 @@ def test_cost_model_peak_memory_is_the_micro_runtimes_activation_arena(text):
   images = np.random.default_rng(0).integers(0, 256, (4, 12, 12, 1)).astype(np.float32)
   arena = export.micro_arena(export.to_tflite(net, images))
   assert costs.compute_costs(arch, 8, 8).peak_activation_bytes == arena["head"]
+
+
+def test_int4_packing_puts_the_even_element_in_the_low_nibble():
+  # By hand: 1 -> 0x1, -1 -> 0xF, 7 -> 0x7, -8 -> 0x8, odd count padded with 0.
+  assert export_int4.pack_int4(np.array([1, -1, 7, -8, 3])) == bytes([0xF1, 0x87, 0x03])
+  values = np.random.default_rng(0).integers(-8, 8, 101)
+  np.testing.assert_array_equal(
+    export_int4.unpack_int4(export_int4.pack_int4(values), 101), values
+  )
+  with pytest.raises(ValueError, match="int4 values must be in"):
+    export_int4.pack_int4(np.array([8]))
+
+
+def _flatbuffer_filters(model):
+  """(operator name, filter type, filter values as integers) of every weighted
+  operator, read back from the flatbuffer."""
+  from tensorflow.lite.python import schema_py_generated as schema
+  from tensorflow.lite.tools import flatbuffer_utils
+
+  obj = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+  graph = obj.subgraphs[0]
+  names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+  out = []
+  for op in graph.operators:
+    code = obj.operatorCodes[op.opcodeIndex]
+    name = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+    if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+      continue
+    t = graph.tensors[op.inputs[1]]
+    raw = bytes(obj.buffers[t.buffer].data)
+    count = int(np.prod(t.shape))
+    if t.type == schema.TensorType.INT4:
+      values = export_int4.unpack_int4(raw, count).reshape(t.shape)
+    else:
+      values = np.frombuffer(raw, np.int8).reshape(t.shape)
+    out.append((name, "int4" if t.type == schema.TensorType.INT4 else "int8", values))
+  return out
+
+
+def test_int4_filters_hold_the_qat_integers_and_8_bit_layers_stay_int8():
+  arch = _arch("conv3:s1:c8:w2 dwsep3:s2:c16:w4 conv3:s1:c12:w8 conv1:s1:c8:w4")
+  variables = _random_variables(arch, 4)
+  images = np.random.default_rng(0).integers(0, 256, (8, 12, 12, 1)).astype(np.float32)
+  net = export.fold(arch, variables, 4, 0.5, 0.25)
+  packed, _ = export_int4.to_int4(export.to_tflite(net, images), net)
+  params, stats = variables["params"], variables["batch_stats"]
+
+  def integers(module, bn, bits, layout):
+    # From the trained parameters, not the folded network: the QAT codes, signed by
+    # BatchNorm's factor (a negative factor flips the channel).
+    codes, _ = quant.quantize(np.asarray(params[module]["kernel"], np.float64), bits)
+    factor = np.asarray(params[bn]["scale"]) / np.sqrt(
+      np.asarray(stats[bn]["var"]) + 1e-5
+    )
+    return np.transpose(np.asarray(codes) * np.sign(factor), layout)
+
+  filters = _flatbuffer_filters(packed)
+  assert [(name, kind) for name, kind, _ in filters] == [
+    ("CONV_2D", "int4"),  # 2-bit
+    ("DEPTHWISE_CONV_2D", "int4"),
+    ("CONV_2D", "int4"),  # its pointwise, 4-bit
+    ("CONV_2D", "int8"),  # the 8-bit layer
+    ("CONV_2D", "int4"),
+    ("FULLY_CONNECTED", "int8"),  # LiteRT Micro: int4 FC only with one scale
+  ]
+  ohwi = (3, 0, 1, 2)
+  np.testing.assert_array_equal(
+    filters[0][2], integers("layer0_conv", "layer0_bn", 2, ohwi)
+  )
+  np.testing.assert_array_equal(
+    filters[1][2], integers("layer1_dw", "layer1_dw_bn", 4, (2, 0, 1, 3))
+  )
+  np.testing.assert_array_equal(
+    filters[2][2], integers("layer1_pw", "layer1_pw_bn", 4, ohwi)
+  )
+  np.testing.assert_array_equal(
+    filters[4][2], integers("layer3_conv", "layer3_bn", 4, ohwi)
+  )
+  assert np.abs(filters[0][2]).max() <= 1 and np.abs(filters[1][2]).max() <= 7
+  # Its filters take half a byte per weight, the rest as before.
+  sizes = export_int4.filter_bytes(packed)
+  assert sizes["int4"] == sum((n + 1) // 2 for n in (72, 72, 8 * 16, 12 * 8))
+  assert sizes["int8"] == 9 * 16 * 12 + 8 * 10
+
+
+@pytest.mark.parametrize(
+  "text",
+  [
+    "conv3:s1:c8 maxpool:s2 conv3:s1:c16",
+    "conv3:s2:c8 dwsep3:s1:c8:res avgpool:s1 conv1:s1:c16",
+    "conv3:s1:c8:w8 dwsep5:s1:c16:w4 conv3:s1:c16:w2",
+  ],
+)
+def test_cost_model_predicts_the_int4_models_arena(text):
+  """LiteRT Micro unpacks each int4 filter into a scratch buffer in the arena."""
+  arch = _arch(text)
+  net = export.fold(arch, _random_variables(arch, 4), 4, 0.5, 0.25)
+  images = np.random.default_rng(0).integers(0, 256, (4, 12, 12, 1)).astype(np.float32)
+  packed, _ = export_int4.to_int4(export.to_tflite(net, images), net)
+  measured = export.micro_arena(packed)["head"]
+  assert arena.macro_arena_bytes(arch, 8, 4) == measured
+  assert measured >= arena.macro_arena_bytes(arch, 8)

@@ -12,7 +12,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from nasq import checkpoints, export, export_onnx
+from nasq import arena as arena_lib
+from nasq import checkpoints, export, export_int4, export_onnx
 from nasq import costs as costs_lib
 from nasq import data as data_lib
 from nasq.runs.config import from_config, space_from_config
@@ -48,6 +49,7 @@ def export_workdir(
   *,
   num_calibration: int = 500,
   num_test: int = 0,
+  num_micro_test: int = 1000,
 ) -> dict[str, Any]:
   """Exports the model of ``workdir`` into ``out_dir`` (default ``<workdir>/export``)
   and returns what the report states. ``workdir`` is a finished search (its best
@@ -102,8 +104,18 @@ def export_workdir(
   )
   summary = export.tflite_summary(model)
   arena = export.micro_arena(model)
-  source, header = export.c_array(model)
-  report = export_report(
+  files = {"model.tflite": model, "model.onnx": onnx_model}
+  files["model_data.cc"], files["model_data.h"] = export.c_array(model)
+  packed = None
+  if any(
+    conv.bits <= export_int4.INT4_BITS for layer in net.layers for conv in layer.convs
+  ):
+    packed = int4_export(arch, weight_bits, net, model, test, num_micro_test)
+    files["model_int4.tflite"] = packed.pop("model")
+    files["model_int4_data.cc"], files["model_int4_data.h"] = export.c_array(
+      files["model_int4.tflite"], "g_model_int4_data"
+    )
+  files["export_report.md"] = export_report(
     arch,
     weight_bits,
     integer_qat,
@@ -114,17 +126,9 @@ def export_workdir(
     model,
     summary,
     arena,
+    packed,
   )
-  export.write_atomically(
-    out_dir,
-    {
-      "model.tflite": model,
-      "model.onnx": onnx_model,
-      "model_data.cc": source,
-      "model_data.h": header,
-      "export_report.md": report,
-    },
-  )
+  export.write_atomically(out_dir, files)
   return {
     "dir": str(out_dir),
     "jax_accuracy": float(jax_acc),
@@ -134,6 +138,39 @@ def export_workdir(
     "flatbuffer_bytes": len(model),
     "arena": arena,
     **summary,
+    **({"int4": packed} if packed else {}),
+  }
+
+
+def int4_export(
+  arch: MacroArchitecture,
+  weight_bits: int,
+  net: export.FoldedNetwork,
+  model: bytes,
+  test: data_lib.Split,
+  num_micro_test: int,
+) -> dict[str, Any]:
+  """The int4 flatbuffer of a model with <= 4-bit layers, and what it is measured to
+  be against the int8 one: both run by LiteRT Micro on the first ``num_micro_test``
+  test images (0: all; its reference kernels take about 20 ms an image for a 20M-MAC
+  network), their arenas (measured, and the cost model's prediction) and bytes."""
+  packed, _ = export_int4.to_int4(model, net)
+  n = len(test) if num_micro_test <= 0 else min(num_micro_test, len(test))
+  images, labels = test.images[:n], test.labels[:n]
+
+  def accuracy(m: bytes) -> float:
+    return float(np.mean(np.argmax(export_int4.micro_logits(m, images), -1) == labels))
+
+  return {
+    "model": packed,
+    "flatbuffer_bytes": len(packed),
+    "num_micro_test": n,
+    "micro_accuracy_int8": accuracy(model),
+    "micro_accuracy_int4": accuracy(packed),
+    "arena_int4": export.micro_arena(packed),
+    "arena_int4_predicted": arena_lib.macro_arena_bytes(arch, 8, weight_bits),
+    "filters_int8_model": export_int4.filter_bytes(model),
+    "filters_int4_model": export_int4.filter_bytes(packed),
   }
 
 
@@ -148,9 +185,11 @@ def export_report(
   model: bytes,
   summary: dict[str, Any],
   arena: dict[str, int] | None = None,
+  packed: dict[str, Any] | None = None,
 ) -> str:
   """``export_report.md``: accuracies of the three models, sizes against the cost
-  model, and (given LiteRT Micro's ``arena``) peak memory against it."""
+  model, (given LiteRT Micro's ``arena``) peak memory against it, and (given the int4
+  export's measurements, ``int4_export``) the packed model beside the int8 one."""
   c = costs_lib.compute_costs(arch, weight_bits)
   c8 = costs_lib.compute_costs(arch, 8)
   kernel_params = sum(u.kernel_params for u in c.layers)
@@ -198,11 +237,56 @@ def export_report(
       f"| LiteRT Micro arena: total | {arena['total']} |",
     ]
   lines += ["", f"Operators: {', '.join(summary['operators'])}.", ""]
-  if weight_bits < 8:
+  if packed is not None:
+    lines += int4_report(c, packed, len(model), arena)
+  elif weight_bits < 8:
     lines += [
       f"The {weight_bits}-bit weights are stored as int8 (one scale per output "
-      f"channel): LiteRT Micro has no packed int{weight_bits} kernels. Packed, they "
-      f"would take {math.ceil(kernel_params * weight_bits / 8)} bytes.",
+      f"channel): no layer has at most 4 bits, so there is no int4 model.",
       "",
     ]
   return "\n".join(lines)
+
+
+def int4_report(
+  c: costs_lib.Costs, packed: dict[str, Any], int8_bytes: int, arena: dict | None
+) -> list[str]:
+  """The int4 section of ``export_report.md``."""
+  f8, f4 = packed["filters_int8_model"], packed["filters_int4_model"]
+  stored4 = f4["int4"] + f4["int8"] + f4["bias"]
+  size = math.ceil(c.model_size_bits / 8)
+  n = packed["num_micro_test"]
+  a8, a4 = packed["micro_accuracy_int8"], packed["micro_accuracy_int4"]
+  lines = [
+    "## model_int4.tflite: packed 4-bit filters",
+    "",
+    "Every convolution of at most 4 bits stores its filter as INT4 (two a byte, the "
+    "QAT model's integers, one scale per output channel); 8-bit layers and the "
+    "classifier (LiteRT Micro takes int4 fully-connected filters with one scale per "
+    "tensor only) stay int8.",
+    "",
+    "| | model.tflite (int8) | model_int4.tflite |",
+    "|---|---|---|",
+    f"| flatbuffer bytes | {int8_bytes} | {packed['flatbuffer_bytes']} |",
+    f"| filter bytes: int8 / int4 | {f8['int8']} / {f8['int4']} | "
+    f"{f4['int8']} / {f4['int4']} |",
+    f"| int32 bias bytes | {f8['bias']} | {f4['bias']} |",
+    f"| LiteRT Micro test accuracy ({n} images) | {a8:.4f} | {a4:.4f} "
+    f"({100 * (a4 - a8):+.2f} points) |",
+  ]
+  if arena:
+    lines.append(
+      f"| LiteRT Micro arena: activations (head) | {arena['head']} | "
+      f"{packed['arena_int4']['head']} (cost model: {packed['arena_int4_predicted']}) |"
+    )
+  lines += [
+    "",
+    f"The cost model's size ({size} bytes at {c.weight_bits} bits: weights, their "
+    f"per-channel scales, BatchNorm) against the int4 model's filters and biases: "
+    f"{stored4} bytes ({100 * (stored4 - size) / size:+.1f}%). LiteRT Micro's reference "
+    "kernels unpack each int4 filter into an int8 scratch buffer in the arena while "
+    "its operator runs, so the int4 model needs more activation memory than the int8 "
+    "one; the cost model's int4 figure lays those buffers out as its planner does.",
+    "",
+  ]
+  return lines
