@@ -30,13 +30,11 @@ def get_config():
   config.budget.macs = 30e6
   config.budget.peak_activation_bytes = 64 * 1024  # 64 KB of RAM for activations
   config.data.name = "fashion_mnist"
-  config.data.source = "idx"
   config.data.train_size = 6_000  # candidates see a 6k-image subset ...
   config.train.epochs = 1  # ... for 1 epoch: a cheap signal that preserves ranking
   config.train.warmup_epochs = 0.1  # (the default 1-epoch warmup would fill the epoch)
   config.train.progress = False
   config.final_data.name = "fashion_mnist"
-  config.final_data.source = "idx"
   config.final_train.epochs = 1  # the retrained models: all 60k images, 1 epoch
   config.final_train.warmup_epochs = 0.1
   config.final_train.progress = True

@@ -1,8 +1,11 @@
-"""Datasets: the offline Fashion-MNIST IDX files and TFDS, one in-memory pipeline.
+"""Datasets: the offline Fashion-MNIST IDX files, any TFDS dataset, and a user's own
+images (a ``.npz`` file or a folder of class subfolders, ``nasq.user_data``), one
+in-memory pipeline.
 
 Every dataset becomes three uint8 NHWC splits held in host memory: ``train`` and ``val``
-(carved from the official training set by a seeded permutation; validation drives the
-search) and ``test`` (the official test set, for final evaluation only). Normalization
+(carved from the training set by a seeded permutation; validation drives the search)
+and ``test`` (the official test set, for final evaluation only; carved from the
+training set too, ``data.test_fraction``, where the data has none). Normalization
 statistics come from the ``train`` split. Augmentation (random crop + flip for CIFAR and
 STL-10) runs inside the jitted training step (``nasq.train``), keyed by the step.
 
@@ -20,8 +23,11 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from nasq import user_data
+
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-SOURCES = ("idx", "tfds")
+# "auto": idx for fashion_mnist, npz for a .npz path, folder for a directory, tfds else.
+SOURCES = ("auto", "idx", "tfds", "npz", "folder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,23 +101,43 @@ class Dataset:
 class DataConfig:
   """A dataset and its splits (the ``data`` and ``final_data`` sections)."""
 
-  name: str = "fashion_mnist"  # One of nasq.data.DATASETS.
-  source: str = "idx"  # "idx" (offline Fashion-MNIST files) or "tfds".
+  # A name of nasq.data.DATASETS, any TFDS dataset name, the path of a .npz file, or
+  # the path of a folder of images with one subfolder per class (nasq.user_data).
+  name: str = "fashion_mnist"
+  # "auto" (from the name), "idx" (offline Fashion-MNIST files), "tfds", "npz", "folder".
+  source: str = "auto"
   data_dir: str = ""  # IDX folder or TFDS data_dir; "" for the default location.
   download: bool = False  # Let TFDS download and prepare the dataset if missing.
   val_size: int = 10_000  # Validation examples carved from the training set.
   train_size: int = 0  # Keep only this many training examples (0: all); for quick runs.
   test_size: int = 0  # Keep only this many test examples (0: all); for quick runs.
-  seed: int = 0  # Seed of the train/validation split.
+  # Where the data has no test split (a .npz without x_test, a folder without test/,
+  # a TFDS dataset without "test"): this fraction of the examples is carved as one.
+  test_fraction: float = 0.2
+  image_size: int = 0  # Folder images resized to this many pixels square (0: keep).
+  channels: int = 0  # Folder images as 1 (grayscale) or 3 (RGB); 0: as they are.
+  seed: int = 0  # Seed of the train/validation (and carved test) split.
 
   def __post_init__(self):
-    if self.name not in DATASETS:
-      raise ValueError(f"data.name must be one of {sorted(DATASETS)}, got {self.name!r}")
-    sources = DATASETS[self.name].sources
-    if self.source not in sources:
+    if self.source not in SOURCES:
+      raise ValueError(f"data.source must be one of {SOURCES}, got {self.source!r}")
+    source = self.resolved_source
+    if source == "idx" and self.name != "fashion_mnist":
       raise ValueError(
-        f"data.source for {self.name} must be one of {sources}, got {self.source!r}"
+        f"data.source='idx' reads the offline Fashion-MNIST files only; data.name is "
+        f"{self.name!r} (use 'tfds', or 'auto')"
       )
+    if self.name in DATASETS and source not in DATASETS[self.name].sources:
+      raise ValueError(
+        f"data.source for {self.name} must be one of {DATASETS[self.name].sources} "
+        f"(or 'auto'), got {self.source!r}"
+      )
+    if not 0 < self.test_fraction < 1:
+      raise ValueError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+    if self.image_size < 0:
+      raise ValueError(f"data.image_size must be >= 0 (0: keep), got {self.image_size}")
+    if self.channels not in (0, 1, 3):
+      raise ValueError(f"data.channels must be 0, 1 or 3, got {self.channels}")
     if self.val_size < 1:
       raise ValueError(f"data.val_size must be >= 1, got {self.val_size}")
     for field in ("train_size", "test_size"):
@@ -119,6 +145,19 @@ class DataConfig:
         raise ValueError(
           f"data.{field} must be >= 0 (0: all examples), got {getattr(self, field)}"
         )
+
+  @property
+  def resolved_source(self) -> str:
+    """The source "auto" stands for (module constants), or the one set."""
+    if self.source != "auto":
+      return self.source
+    if self.name == "fashion_mnist":
+      return "idx"
+    if self.name.endswith(".npz"):
+      return "npz"
+    if os.path.isdir(os.path.expanduser(self.name)):
+      return "folder"
+    return "tfds"
 
 
 # --- IDX files ---------------------------------------------------------------------------
@@ -202,14 +241,40 @@ def _tfds_split(name: str, split: str, data_dir: str, download: bool) -> Split:
 
 def load_tfds(
   name: str, data_dir: str = "", download: bool = False
-) -> tuple[Split, Split]:
-  """The official (train, test) splits of a TFDS dataset, through ``tfds.data_source``
-  (ArrayRecord; no TensorFlow needed)."""
-  info = DATASETS[name]
-  return (
-    _tfds_split(info.tfds_name, "train", data_dir, download),
-    _tfds_split(info.tfds_name, info.tfds_test_split, data_dir, download),
-  )
+) -> tuple[Split, Split | None, int]:
+  """(train, test, class count) of a TFDS dataset, through ``tfds.data_source``
+  (ArrayRecord; no TensorFlow needed): test is None if the dataset has no test split.
+  A name of ``DATASETS`` uses the table's TFDS name and test split; any other is read
+  as a TFDS dataset, its class count and splits from its builder's info."""
+  info = DATASETS.get(name)
+  if info is not None:
+    train = _tfds_split(info.tfds_name, "train", data_dir, download)
+    return (
+      train,
+      _tfds_split(info.tfds_name, info.tfds_test_split, data_dir, download),
+      info.num_classes,
+    )
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except Exception:  # tfds raises its own DatasetNotFoundError, listing thousands
+    raise ValueError(
+      f"data.name {name!r} is not one of {sorted(DATASETS)}, a TFDS dataset, a .npz "
+      f"file (x_train, y_train[, x_test, y_test]) or a folder of class subfolders"
+    ) from None
+  features = builder.info.features
+  if "image" not in features or "label" not in features:
+    raise ValueError(
+      f"data.name {name!r}: nasq classifies images; the TFDS dataset has no 'image' "
+      f"and 'label' features (it has {sorted(features)})"
+    )
+  train = _tfds_split(name, "train", data_dir, download)
+  has_test = "test" in builder.info.splits or not builder.info.splits
+  test = _tfds_split(name, "test", data_dir, download) if has_test else None
+  return train, test, int(features["label"].num_classes)
+
+
+def _user_split(arrays: tuple | None) -> Split | None:
+  return None if arrays is None else Split(arrays[0], arrays[1])
 
 
 # --- assembling a Dataset ----------------------------------------------------------------
@@ -227,21 +292,47 @@ def carve_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Spl
   )
 
 
+def carve_test(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+  """(train, test): ``fraction`` of ``train`` held out as a test split, for data
+  without one (seeded, independent of the validation carving)."""
+  n = len(train)
+  k = int(round(fraction * n))
+  if not 0 < k < n:
+    raise ValueError(
+      f"data.test_fraction={fraction} of {n} examples leaves no test or no training "
+      f"example: give the data a test split or more examples"
+    )
+  perm = np.random.default_rng([seed, 1]).permutation(n)
+  test_idx, train_idx = np.sort(perm[:k]), np.sort(perm[k:])
+  return (
+    Split(train.images[train_idx], train.labels[train_idx]),
+    Split(train.images[test_idx], train.labels[test_idx]),
+  )
+
+
 def make_dataset(
   name: str,
   train: Split,
-  test: Split,
+  test: Split | None,
   val_size: int,
   seed: int,
   train_size: int = 0,
   test_size: int = 0,
+  test_fraction: float = 0.2,
+  num_classes: int | None = None,
 ) -> Dataset:
-  """A ``Dataset`` from official splits: validation carved, statistics computed."""
-  info = DATASETS[name]
-  if train.images.shape[1:] != info.input_shape:
+  """A ``Dataset`` from the data's splits: a test split carved if there is none,
+  validation carved, statistics computed. A dataset of ``DATASETS`` must have its
+  known shape; any other takes its shape from the data and its class count from
+  ``num_classes`` (else the largest training label + 1), no augmentation by default
+  (``train.augment`` chooses) and a crop padding of one eighth of its height."""
+  info = DATASETS.get(name)
+  if info is not None and train.images.shape[1:] != info.input_shape:
     raise ValueError(
       f"{name}: images are {train.images.shape[1:]}, expected {info.input_shape}"
     )
+  if test is None:
+    train, test = carve_test(train, test_fraction, seed)
   train, val = carve_validation(train, val_size, seed)
   available = len(train)
   if train_size > available:
@@ -260,26 +351,45 @@ def make_dataset(
     test = Split(test.images[:test_size], test.labels[:test_size])
   pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
   mean, std = pixels.mean(0), pixels.std(0)
+  if info is not None:
+    num_classes, augment, padding = info.num_classes, info.augment, info.crop_padding
+  else:
+    found = user_data.check_classes(train.labels, test.labels, name)
+    if num_classes is None:
+      num_classes = found
+    elif found > num_classes:
+      raise ValueError(
+        f"{name}: labels reach {found - 1}, but it has {num_classes} classes"
+      )
+    augment, padding = "none", max(1, train.images.shape[1] // 8)
   return Dataset(
     name,
     train,
     val,
     test,
-    info.num_classes,
+    num_classes,
     tuple(float(m) for m in mean),
     tuple(float(max(s, 1e-3)) for s in std),
-    info.augment,
-    info.crop_padding,
+    augment,
+    padding,
     available,
   )
 
 
 def load_dataset(config: DataConfig) -> Dataset:
   """Loads the dataset described by ``config``."""
-  if config.source == "idx":
+  source = config.resolved_source
+  name = os.path.expanduser(config.name)
+  num_classes = None
+  if source == "idx":
     train, test = load_fashion_mnist_idx(config.data_dir)
+  elif source == "npz":
+    train, test = map(_user_split, user_data.load_npz(name))
+  elif source == "folder":
+    arrays = user_data.load_folder(name, config.image_size, config.channels)
+    train, test = map(_user_split, arrays)
   else:
-    train, test = load_tfds(config.name, config.data_dir, config.download)
+    train, test, num_classes = load_tfds(config.name, config.data_dir, config.download)
   return make_dataset(
     config.name,
     train,
@@ -288,6 +398,8 @@ def load_dataset(config: DataConfig) -> Dataset:
     config.seed,
     config.train_size,
     config.test_size,
+    config.test_fraction,
+    num_classes,
   )
 
 

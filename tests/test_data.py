@@ -53,8 +53,9 @@ def test_load_dataset_splits_and_statistics(tmp_path, fake_fashion_mnist):
 @pytest.mark.parametrize(
   "field, value, match",
   [
-    ("name", "imagenet", "data.name must be one of"),
-    ("source", "http", "data.source for fashion_mnist must be one of"),
+    ("name", "imagenet", "data.name 'imagenet' is not one of"),
+    ("source", "http", "data.source must be one of"),
+    ("source", "npz", "data.source for fashion_mnist must be one of"),
     ("val_size", 0, "data.val_size must be >= 1"),
     ("val_size", 60, r"data.val_size must be in \(0, 60\)"),
     ("train_size", -1, "data.train_size must be >= 0"),

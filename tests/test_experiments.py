@@ -47,7 +47,7 @@ def test_train_entry_point(tmp_path, fake_fashion_mnist):
   assert config["arch"].startswith("conv3")
   # The checkpoint restores the trained model: it scores the validation split exactly
   # as the run reported.
-  arch = resolve_architecture(ml_collections.ConfigDict(config))
+  arch = resolve_architecture(ml_collections.ConfigDict(config), (28, 28, 1), 10)
   model = models.build_model(arch, 4, integer_qat=True)
   template = models.init_variables(model, arch.input_shape, jax.random.key(1))
   variables = checkpoints.load_checkpoint(str(workdir / "checkpoint"), template)
@@ -371,6 +371,50 @@ def test_a_failed_export_ends_the_search_with_an_error_and_keeps_its_results(
   assert "the exporter broke" in summary["export"]["error"]
   assert (workdir / "best_checkpoint").is_dir()  # the search's results stay
   assert len((workdir / "history.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("kind", ["npz", "folder"])
+def test_a_search_on_the_users_own_data_runs_and_exports(tmp_path, kind):
+  """A .npz of 16x16 colour images in 4 classes, or a folder of 12x12 grayscale PNGs in
+  3 class subfolders: the space takes the data's image shape and classes, the search
+  runs, the best model exports and feeds on that data's raw pixels."""
+  pytest.importorskip("tflite_micro")
+  from PIL import Image
+
+  rng = np.random.default_rng(0)
+  if kind == "npz":
+    path, shape, classes = tmp_path / "mine.npz", (16, 16, 3), 4
+    x = rng.integers(0, 256, (360, *shape), dtype=np.uint8)
+    y = np.arange(360) % classes
+    x[y == 1] //= 2  # classes that differ, so that something is learned
+    np.savez(path, x_train=x[:300], y_train=y[:300], x_test=x[300:], y_test=y[300:])
+  else:
+    path, shape, classes = tmp_path / "photos", (12, 12, 1), 3
+    for c, name in enumerate(("ant", "bee", "cow")):
+      (path / name).mkdir(parents=True)
+      for i in range(90):
+        pixels = rng.integers(0, 256, (12, 12), dtype=np.uint8) // (c + 1)
+        Image.fromarray(pixels, "L").save(path / name / f"{i}.png")
+  workdir = tmp_path / "search"
+  cmd = search_command(tmp_path, workdir, strategy="random") + [
+    f"--config.data.name={path}",
+    f"--config.final_data.name={path}",
+    "--config.data.val_size=40",
+    "--config.final_data.val_size=40",
+    "--config.num_evaluations=3",
+    "--config.export=True",
+  ]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  meta = json.loads((workdir / "best_checkpoint.json").read_text())
+  assert meta["input_shape"] == list(shape) and meta["num_classes"] == classes
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["export"]["num_test"] == (60 if kind == "npz" else 54)
+  tflite = (workdir / "export" / "model.tflite").read_bytes()
+  from ai_edge_litert.interpreter import Interpreter
+
+  details = Interpreter(model_content=tflite).get_input_details()[0]
+  assert list(details["shape"][1:]) == list(shape) and details["dtype"] == np.int8
 
 
 def test_a_search_killed_at_random_moments_resumes_to_the_same_records(

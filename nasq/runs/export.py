@@ -69,7 +69,21 @@ def export_workdir(
         "experiments/train.py run (checkpoint, result.json)"
       )
   config = json.loads((workdir / "config.json").read_text())
-  space = make_space(space_from_config(ml_collections.ConfigDict(config["space"])))
+  # The data the checkpoint was trained on: a search's retraining uses final_data, a
+  # training run its data. Its normalization statistics are stored with the checkpoint
+  # (older checkpoints: recomputed from that data section, which gives the same).
+  section = "final_data" if checkpoint.name == "best_checkpoint" else "data"
+  data_config = from_config(data_lib.DataConfig, config[section], section)
+  data_config = dataclasses.replace(data_config, test_size=num_test)
+  dataset = data_lib.load_dataset(data_config)
+  space_config = space_from_config(ml_collections.ConfigDict(config["space"]))
+  space = make_space(
+    dataclasses.replace(  # the space takes the data's images and classes
+      space_config,
+      input_shape=tuple(dataset.input_shape),
+      num_classes=dataset.num_classes,
+    )
+  )
   if arch_file.suffix == ".json":
     text = json.loads(arch_file.read_text())["architecture"]
   else:
@@ -78,13 +92,6 @@ def export_workdir(
   weight_bits = int(config["weight_bits"])
   integer_qat = bool(config.get("integer_qat", False))
   variables = export.load_checkpoint(arch, weight_bits, checkpoint, integer_qat)
-  # The data the checkpoint was trained on: a search's retraining uses final_data, a
-  # training run its data. Its normalization statistics are stored with the checkpoint
-  # (older checkpoints: recomputed from that data section, which gives the same).
-  section = "final_data" if checkpoint.name == "best_checkpoint" else "data"
-  data_config = from_config(data_lib.DataConfig, config[section], section)
-  data_config = dataclasses.replace(data_config, test_size=num_test)
-  dataset = data_lib.load_dataset(data_config)
   meta = checkpoints.checkpoint_meta(str(checkpoint))
   mean, std = (meta["mean"], meta["std"]) if meta else (dataset.mean, dataset.std)
 

@@ -163,7 +163,24 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
     # Everything that can fail on the user's input fails here, before the workdir is
     # marked as this search's: the data, the schedules against it, the export extra.
     dataset = data_lib.load_dataset(settings.data)
-    _check_dataset(space, dataset)
+    if (tuple(dataset.input_shape), dataset.num_classes) != (
+      tuple(space.input_shape),
+      space.num_classes,
+    ):  # the space takes the data's image shape and classes (a user's own data)
+      settings = dataclasses.replace(
+        settings,
+        space=dataclasses.replace(
+          settings.space,
+          input_shape=tuple(dataset.input_shape),
+          num_classes=dataset.num_classes,
+        ),
+      )
+      space = make_space(settings.space)
+      if config.reference:
+        final_lib.resolve_reference(config.reference, space)
+      check_budget(
+        space, budget, config.weight_bits, config.activation_bits, config.num_evaluations
+      )
     final_dataset = (
       dataset
       if settings.final_data == settings.data

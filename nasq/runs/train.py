@@ -18,28 +18,24 @@ from nasq.spaces import Architecture, make_space, space_config
 from nasq.spaces.macro import REFERENCE_NETWORKS, space_for_string
 
 
-def resolve_architecture(config: ml_collections.ConfigDict) -> Architecture:
-  """The architecture named by ``config.arch`` for the dataset of ``config.data``.
+def resolve_architecture(
+  config: ml_collections.ConfigDict, input_shape: tuple[int, int, int], num_classes: int
+) -> Architecture:
+  """The architecture named by ``config.arch`` for images of ``input_shape`` and
+  ``num_classes`` classes (the dataset's).
 
   ``config.arch`` is a reference network name (read in the smallest macro space that
   holds it), a NAS-Bench-201 string (``|op~0|+...``), or a string of the macro space
-  ``config.space``. The input shape and class count always come from the dataset.
+  ``config.space``.
   """
-  info = data_lib.DATASETS.get(config.data.name)
-  if info is None:
-    raise ValueError(
-      f"data.name must be one of {sorted(data_lib.DATASETS)}, got {config.data.name!r}"
-    )
   if config.arch in REFERENCE_NETWORKS:
     text = REFERENCE_NETWORKS[config.arch][2]
-    return space_for_string(text, info.input_shape, info.num_classes).parse(text)
+    return space_for_string(text, input_shape, num_classes).parse(text)
   if config.space.name == "nb201" or config.arch.startswith("|"):
     space = space_config("nb201")
   else:
     space = space_from_config(config.space)
-  space = dataclasses.replace(
-    space, input_shape=info.input_shape, num_classes=info.num_classes
-  )
+  space = dataclasses.replace(space, input_shape=input_shape, num_classes=num_classes)
   return make_space(space).parse(config.arch)
 
 
@@ -52,11 +48,11 @@ def train_one(config: ml_collections.ConfigDict, workdir: str) -> train_lib.Trai
   architecture and the normalization statistics it was trained with).
   """
   with user_errors():
-    arch = resolve_architecture(config)
     quant = QuantConfig(config.weight_bits, config.activation_bits, config.integer_qat)
     data_config = from_config(data_lib.DataConfig, config.data, "data")
     train_config = from_config(train_lib.TrainConfig, config.train, "train")
     dataset = data_lib.load_dataset(data_config)
+    arch = resolve_architecture(config, tuple(dataset.input_shape), dataset.num_classes)
   train_lib.use_compilation_cache(config.compilation_cache_dir)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -29,7 +29,7 @@ def test_every_section_becomes_typed_settings():
     ("train.optimizer", "lbfgs", "train.optimizer must be one of"),
     ("budget.macs", -1.0, "budget.macs must be > 0 or None"),
     ("executor.kind", "dask", "executor.kind must be one of"),
-    ("data.name", "imagenet", "data.name must be one of"),
+    ("data.name", "imagenet", "data.name .imagenet. is not one of"),
     ("space.name", "darts", "space.name must be one of"),
     ("objective.kind", "accuracy", "objective.kind must be one of"),
     ("reference", "fmnist_big", "reference must be one of"),
