@@ -50,6 +50,9 @@ class Record:
   duplicate_of: int | None = None  # index of the evaluated record it repeats
   reason: str = ""  # why it was rejected or failed
   fidelity: int = 0  # 0: the search's evaluation; k >= 1: promotion rung k
+  # Where within its strategy the proposal came from (``Proposal.origin``): random,
+  # mutation, latent_region, prior, neighbour; "" for older records and promotions.
+  origin: str = ""
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -154,3 +157,25 @@ class History:
   def best(self, fidelity: int | None = 0) -> Record | None:
     ok = self.successful(fidelity)
     return max(ok, key=lambda r: r.objective) if ok else None
+
+
+def attribution(history: History) -> dict[str, dict[str, Any]]:
+  """Where the strategy's evaluated proposals came from (``Record.origin``; the initial
+  design left out): per origin, how many were evaluated, how many of them set a new best
+  objective (over every earlier evaluation, initial design included), and their best.
+  Rows in order of first appearance; origin "" (older records) reads "unknown"."""
+  best = float("-inf")
+  rows: dict[str, dict[str, Any]] = {}
+  for r in history.evaluated():
+    value = r.objective if r.status == STATUS_OK else None
+    if r.source != "initial":
+      row = rows.setdefault(
+        r.origin or "unknown", {"proposals": 0, "improvements": 0, "best": None}
+      )
+      row["proposals"] += 1
+      if value is not None:
+        row["improvements"] += int(value > best)
+        row["best"] = value if row["best"] is None else max(row["best"], value)
+    if value is not None:
+      best = max(best, value)
+  return rows

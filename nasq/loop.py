@@ -138,12 +138,10 @@ class _Loop:
           continue
         arch = ctx.space.decode(tokens)
         costs = ctx.costs(tokens)
+        fallback = use is not self.strategy or proposal.fallback
         common = dict(
-          source=(
-            f"{self.source}/random"
-            if use is not self.strategy or proposal.fallback
-            else self.source
-          ),
+          source=f"{self.source}/random" if fallback else self.source,
+          origin="random" if fallback else proposal.origin,
           arch=arch.to_string(),
           tokens=tokens,
           costs=costs,

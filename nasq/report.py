@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from nasq.costs import Budget, Costs
-from nasq.history import STATUS_OK, History, Record
+from nasq.history import STATUS_OK, History, Record, attribution
 from nasq.spaces import Architecture
 
 
@@ -125,6 +125,27 @@ def write_report(
       f"validation accuracy {best.metrics['val_accuracy']:.4f}.",
       "",
     ]
+  origins = attribution(history)
+  if origins:
+    total = sum(o["proposals"] for o in origins.values())
+    gains = sum(o["improvements"] for o in origins.values())
+    lines += [
+      "## Where the proposals came from",
+      "",
+      "Each evaluated proposal after the initial design, by its origin within the "
+      "strategy; an improvement sets a new best objective over every earlier "
+      "evaluation.",
+      "",
+      "| origin | proposals | share | improvements | share of improvements | best |",
+      "|---|---|---|---|---|---|",
+    ]
+    for name, o in origins.items():
+      best_o = "-" if o["best"] is None else f"{o['best']:.4f}"
+      lines.append(
+        f"| {name} | {o['proposals']} | {o['proposals'] / total:.0%} | "
+        f"{o['improvements']} | {o['improvements'] / max(gains, 1):.0%} | {best_o} |"
+      )
+    lines.append("")
   rungs = promotion_summary(history, rung_names)
   if rungs:
     lines += [
@@ -189,6 +210,7 @@ def write_report(
     "search_seconds": search_seconds,
     "evaluation_seconds": evaluation_seconds,
     "best_search": _brief(best),
+    "origins": origins,
     "promotion": rungs,
     "final": finals,
     "reference": reference,

@@ -1,10 +1,11 @@
 """The search history: durable appends, resume, torn lines."""
 
+import dataclasses
 import json
 
 import pytest
 
-from nasq.history import History, Record
+from nasq.history import History, Record, attribution
 
 
 def record(i, status="ok", tokens=(1, 2), objective=0.5):
@@ -61,3 +62,29 @@ def test_a_corrupt_middle_line_is_an_error_naming_it(tmp_path):
     f.write("garbage\n")
   with pytest.raises(ValueError, match="line 2"):
     History.open(tmp_path)
+
+
+def test_attribution_counts_proposals_and_improvements_by_origin(tmp_path):
+  h = History.open(tmp_path)
+  rows = [  # (source, origin, status, objective)
+    ("initial", "random", "ok", 0.5),
+    ("bo", "neighbour", "ok", 0.4),  # below the initial best: no improvement
+    ("bo", "latent_region", "ok", 0.6),  # improvement
+    ("bo", "neighbour", "failed", None),
+    ("bo", "neighbour", "ok", 0.7),  # improvement
+    ("bo", "prior", "infeasible", None),  # not evaluated: not a proposal here
+    ("bo", "latent_region", "ok", 0.65),
+    ("bo/random", "random", "ok", 0.9),  # improvement
+  ]
+  for i, (source, origin, status, value) in enumerate(rows):
+    r = dataclasses.replace(record(i, status, (i,), value), source=source, origin=origin)
+    h.append(r)
+  got = attribution(History.open(tmp_path))
+  assert list(got) == ["neighbour", "latent_region", "random"]
+  assert got["neighbour"] == {"proposals": 3, "improvements": 1, "best": 0.7}
+  assert got["latent_region"] == {"proposals": 2, "improvements": 1, "best": 0.65}
+  assert got["random"] == {"proposals": 1, "improvements": 1, "best": 0.9}
+  # Records written before origins existed read back as "unknown".
+  old = json.loads(record(0).to_json())
+  del old["origin"]
+  assert Record.from_dict(old).origin == ""

@@ -106,6 +106,7 @@ def test_a_stalled_strategy_falls_back_to_random_and_says_so(make_ctx, cheap_eva
   assert len(infeasible) == 1 and infeasible[0].source == "stuck"  # recorded once
   evaluated = ctx.history.evaluated()
   assert [r.source for r in evaluated] == ["stuck/random", "stuck/random"]
+  assert [r.origin for r in evaluated] == ["random", "random"]
   assert all(ctx.budget.fits(r.costs) for r in evaluated)
   # Each submission gives the strategy max_rejections tries before random search.
   assert stuck.calls == 2 * 3

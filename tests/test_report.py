@@ -105,6 +105,13 @@ def test_write_report(tmp_path, make_ctx, cheap_evaluate):
   )
   assert summary["best_search"]["index"] == best.index
   assert summary["records"] == {"ok": 6}
+  # Every proposal came from random search's sampler; an improvement is a new maximum.
+  values = [r.objective for r in ctx.history.evaluated()]
+  gains = sum(v > max(values[:i], default=float("-inf")) for i, v in enumerate(values))
+  assert summary["origins"] == {
+    "random": {"proposals": 6, "improvements": gains, "best": max(values)}
+  }
+  assert f"| random | 6 | 100% | {gains} | 100% | {max(values):.4f} |" in text
   # This run's clock and the history's evaluation time are reported apart, so a
   # resumed search with nothing left to run does not read as a search of no time.
   assert summary["evaluation_seconds"] == pytest.approx(6 * 30.0)

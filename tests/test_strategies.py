@@ -152,6 +152,11 @@ def test_fallback_proposals_are_labelled(tmp_path, small_ae, make_ctx, cheap_eva
   sources = [r.source for r in ctx.history.evaluated()]
   assert sources[:2] == ["latent_bo/random"] * 2
   assert set(sources[2:]) == {"latent_bo"}
+  # Each record says where its proposal came from: the fallback's are random, latent
+  # BO's a decoded code (its region or the prior) or a token neighbour of an anchor.
+  origins = [r.origin for r in ctx.history.evaluated()]
+  assert origins[:2] == ["random"] * 2
+  assert set(origins[2:]) <= {"latent_region", "prior", "neighbour"}
 
 
 TINY_SPACE = MacroSpaceConfig(

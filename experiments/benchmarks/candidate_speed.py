@@ -19,6 +19,8 @@ more drawn the same way with another seed; the list is committed in
 
   python experiments/benchmarks/candidate_speed.py --baseline=c6f66cd
   python experiments/benchmarks/candidate_speed.py --baseline=c6f66cd --limit=5
+  python experiments/benchmarks/candidate_speed.py --baseline=c6f66cd \
+      --report_only=experiments/benchmarks/data/candidate_speed.json
 
 About 40 minutes on 2 cores with a baseline from before the depthwise change.
 """
@@ -46,6 +48,9 @@ _WRITE_LIST = flags.DEFINE_bool(
 )
 _OUT = flags.DEFINE_string("out", "", "Also write the results as JSON here.")
 _ARCH = flags.DEFINE_string("arch", "", "Internal: evaluate this one and print JSON.")
+_REPORT_ONLY = flags.DEFINE_string(
+  "report_only", "", "Print the tables of this earlier --out JSON file; measure nothing."
+)
 
 
 def write_list() -> None:
@@ -107,6 +112,12 @@ def main(argv):
     return
   if _WRITE_LIST.value:
     write_list()
+    return
+  if _REPORT_ONLY.value:
+    rows = json.loads(Path(_REPORT_ONLY.value).read_text())
+    has_base = any(r.get("baseline") for r in rows)
+    base = f"@{_BASELINE.value or 'baseline'}" if has_base else ""
+    report(rows, base)
     return
   archs = [ln for ln in LIST.read_text().splitlines() if ln and not ln.startswith("#")]
   archs = archs[: _LIMIT.value or None]

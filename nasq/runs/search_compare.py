@@ -26,7 +26,7 @@ from typing import Any
 import ml_collections
 
 from nasq import strategies as strategies_lib
-from nasq.history import History
+from nasq.history import History, attribution
 from nasq.runs import search
 from nasq.runs.config import user_errors
 
@@ -77,6 +77,7 @@ def summarize(
       ),
       "fallbacks": len(fallbacks),
       "failed": history.num_evaluated() - len(ok),
+      "origins": attribution(history),
     }
   for seed in sorted({s for _, s in histories}):
     designs = {
@@ -133,7 +134,32 @@ def table(rows: dict[str, Any], strategies: tuple[str, ...], seeds: tuple[int, .
     f"* {first}'s proposal mean >= its initial design's mean in {above} of {len(own)} "
     "seeds."
   )
+  lines += ["", *origins_table(rows, strategies)]
   return "\n".join(lines) + "\n"
+
+
+def origins_table(rows: dict[str, Any], strategies: tuple[str, ...]) -> list[str]:
+  """Markdown: per strategy and origin of its proposals (``history.attribution``),
+  summed over the seeds: proposals, improvements of the best so far, their shares."""
+  lines = [
+    "| strategy | origin | proposals | share | improvements | share of improvements |",
+    "|---|---|---|---|---|---|",
+  ]
+  for strategy in strategies:
+    sums: dict[str, list[int]] = {}
+    for r in rows.values():
+      if r["strategy"] == strategy:
+        for name, o in r.get("origins", {}).items():
+          acc = sums.setdefault(name, [0, 0])
+          acc[0] += o["proposals"]
+          acc[1] += o["improvements"]
+    total = sum(v[0] for v in sums.values()) or 1
+    gains = sum(v[1] for v in sums.values()) or 1
+    for name, (n, k) in sums.items():
+      lines.append(
+        f"| {strategy} | {name} | {n} | {n / total:.0%} | {k} | {k / gains:.0%} |"
+      )
+  return lines
 
 
 def compare_searches(config: ml_collections.ConfigDict, workdir: str | Path):

@@ -110,6 +110,9 @@ class Proposal:
   latent: tuple[float, ...] | None = None
   # Drawn by the strategy's random fallback, not its model: recorded as "<name>/random".
   fallback: bool = False
+  # Where within the strategy it came from (the record's ``origin``): "random",
+  # "mutation" (evolution), "latent_region", "prior" or "neighbour" (latent BO).
+  origin: str = ""
 
 
 @dataclasses.dataclass

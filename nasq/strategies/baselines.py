@@ -60,7 +60,7 @@ class RandomSearch:
 
   def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]:
     rng = numpy_rng(key)
-    return [Proposal(t) for t in self.sample_feasible(ctx, rng, 1)]
+    return [Proposal(t, origin="random") for t in self.sample_feasible(ctx, rng, 1)]
 
 
 # --- regularized evolution --------------------------------------------------------------
@@ -95,5 +95,7 @@ class RegularizedEvolution:
       )
       parent = max((population[i] for i in sample), key=lambda r: r.objective)
       child = ctx.space.mutate(ctx.space.decode(parent.tokens), rng)
-      proposals.append(Proposal(tuple(int(v) for v in ctx.space.encode(child))))
+      proposals.append(
+        Proposal(tuple(int(v) for v in ctx.space.encode(child)), origin="mutation")
+      )
     return proposals

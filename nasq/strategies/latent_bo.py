@@ -135,7 +135,10 @@ class LatentBO:
   in practice: in the committed 3-seed default-search comparison, 27 of the 36
   proposals differ from an evaluated network in 1-2 layers, and each seed's best
   proposal is one of them, so the token neighbours, ranked by the GP, do most of the
-  work; each record's ``latent`` field keeps the code a proposal came from.
+  work. Each record's ``origin`` says which part of the pool a proposal came from
+  (``latent_region``, ``prior``, ``neighbour``; ``random`` for the fallback) and its
+  ``latent`` field the code; ``report.md`` and the strategy comparison count each
+  origin's share of proposals and of improvements.
 
   With ``gp_input="latent"`` (an ablation) the GP models the unit-cube codes instead,
   the box is scaled per dimension by its length scales, and candidates are ranked at
@@ -284,7 +287,9 @@ class LatentBO:
     for widen in (1.0, 2.0, 4.0):  # widen the region until something new fits
       pool = self._pool(centres, lengthscale, tr.length * widen, rng)
       extra = self._neighbours(ctx, [ok[i].tokens for i in anchors], rng)
-      proposals = self._rank(ctx, pool, aux, extra)
+      num_prior = int(c.pool_size) // 8  # _pool's last rows
+      origins = ["latent_region"] * (len(pool) - num_prior) + ["prior"] * num_prior
+      proposals = self._rank(ctx, pool, aux, extra, origins + ["neighbour"] * len(extra))
       if proposals:
         return proposals
     return as_fallback(self.fallback.propose(ctx, key))
@@ -376,12 +381,16 @@ class LatentBO:
     points: np.ndarray,
     aux,
     extra: list[tuple[int, ...]] = (),
+    origins: list[str] | None = None,
   ) -> list[Proposal]:
-    """New architectures within the budget decoded from ``points``, best first by the
-    acquisition at the code of the architecture each decodes to (the GP models real
-    architectures' codes, not the space between them). Exact costs are the only
-    feasibility test; with ``feasibility='pof'`` (ablation) the rank also multiplies in
-    the autoencoder cost predictor's probability of feasibility."""
+    """New architectures within the budget decoded from ``points``, then ``extra``
+    (token neighbours), best first by the acquisition at the code of the architecture
+    each decodes to (the GP models real architectures' codes, not the space between
+    them). Exact costs are the only feasibility test; with ``feasibility='pof'``
+    (ablation) the rank also multiplies in the autoencoder cost predictor's probability
+    of feasibility. ``origins[i]`` names where row i of ``points + extra`` came from; an
+    architecture reached several ways keeps its first (a decoded code before a
+    neighbour)."""
     decoded = (
       [tuple(int(v) for v in row) for row in self.ae.decode(points)]
       if len(points)
@@ -415,7 +424,13 @@ class LatentBO:
       values = values + self._pof(ctx, self._latents(tokens))
     order = np.argsort(-values, kind="stable")[:16]
     latents = np.concatenate([points, self._latents(list(extra))]) if extra else points
-    return [Proposal(tokens[i], tuple(float(v) for v in latents[keep[i]])) for i in order]
+    origins = origins or [""] * len(latents)
+    return [
+      Proposal(
+        tokens[i], tuple(float(v) for v in latents[keep[i]]), origin=origins[keep[i]]
+      )
+      for i in order
+    ]
 
   def _pof(self, ctx: SearchContext, codes: np.ndarray) -> np.ndarray:
     """log PoF of (params, MACs) budgets from the autoencoder's cost predictor, its
