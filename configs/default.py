@@ -8,8 +8,10 @@ microcontroller with 64 KB of RAM). Trains the latent-space autoencoder once (ab
 cores; cached in ``cache_dir`` afterwards), evaluates 8 random feasible architectures
 and 12 proposed by latent BO (each trained for 1 epoch on 6,000 images), then retrains
 the 2 best for 1 epoch on all 60,000 training images and reports test accuracy.
-Networks near the MAC budget train at about 300 images/s on 2 CPU cores, so the whole
-run takes about 20-25 minutes there. Rerunning with the same workdir resumes.
+Measured 2026-12-06 at commit 67c2c57 on 2 CPU cores, autoencoder cached: 12.5
+minutes in all (7.0 for the search, 5.3 for the two retrainings), the delivered model
+88.19% test accuracy (52.0 kB at 4 bits, 29.8M MACs). Rerunning with the same workdir
+resumes.
 
 Variants: ``--config.strategy=random`` or ``evolution``; ``--config.sweep_weight_bits=
 (32,8,4)`` runs one search per bit width into ``workdir/bits<b>`` and draws their

@@ -8,9 +8,10 @@ trained 1 epoch on 6,000 images; successive halving trains the best third again 
 epochs on 12,000 images, and the best third of those for 1 epoch on all 50,000
 training images; the 2 best of the highest rung are retrained for 15 epochs on all
 60,000 images, next to the hand-designed fmnist_ref (49.4 kB at 4 bits) with the same
-recipe, and the best is exported (int8 .tflite, C array, .onnx). Planned to finish
-within 3 hours on 2 CPU cores (about 20 min of search, 30 min of promotions, 60 min of
-retraining); rerunning with the same workdir resumes, mid-rung included.
+recipe, and the best is exported (int8 and int4 .tflite, C arrays, .onnx). Not yet
+run end to end (as of 2026-12-06); planned at about 3 hours on 2 CPU cores (20 min of
+search, 30 of promotions, 60 of retraining), an estimate, not a measurement. Rerunning
+with the same workdir resumes, mid-rung included.
 
 The rungs are a first choice; experiments/benchmarks/fidelity.py measures how each
 fidelity ranks against near-converged training, which is what should set them.

@@ -230,6 +230,36 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist, 
   )
   assert "LiteRT interpreter" in (workdir / "export" / "export_report.md").read_text()
   assert (workdir / "export" / "model.onnx").stat().st_size > 0
+  # On a device, as the README's guide says: raw pixels minus 128 into the int8
+  # input (scale 1), argmax of the int8 output, in the arena the report gives.
+  from tflite_micro import runtime
+
+  test = data.load_fashion_mnist_idx(str(tmp_path))[1]
+  export_report = (workdir / "export" / "export_report.md").read_text()
+  packed = summary["export"]["int4"]
+  for name, key in (
+    ("model.tflite", "micro_accuracy_int8"),
+    ("model_int4.tflite", "micro_accuracy_int4"),
+  ):
+    flatbuffer = (workdir / "export" / name).read_bytes()
+    interpreter = runtime.Interpreter.from_bytes(flatbuffer)
+    q = interpreter.get_input_details(0)["quantization_parameters"]
+    assert (list(q["scales"]), list(q["zero_points"])) == ([1.0], [-128])
+    correct = 0
+    for image, label in zip(test.images, test.labels, strict=True):
+      interpreter.set_input((image.astype(np.int16) - 128).astype(np.int8)[None], 0)
+      interpreter.invoke()
+      correct += int(np.argmax(interpreter.get_output(0)) == label)
+    assert correct / len(test.labels) == packed[key]
+  arena8 = export.micro_arena((workdir / "export" / "model.tflite").read_bytes())
+  best = json.loads((workdir / "best_checkpoint.json").read_text())["architecture"]
+  assert (
+    arena8["head"]
+    == next(f for f in final if f["arch"] == best)["costs"]["peak_activation_bytes"]
+  )
+  assert f"| LiteRT Micro arena: total | {arena8['total']} |" in export_report
+  arena4 = export.micro_arena((workdir / "export" / "model_int4.tflite").read_bytes())
+  assert arena4["head"] == packed["arena_int4"]["head"] == packed["arena_int4_predicted"]
   # The exported graph normalizes with the checkpoint's statistics: its JAX reference
   # accuracy is the retraining's test accuracy, which used them.
   assert summary["export"]["jax_accuracy"] == pytest.approx(
