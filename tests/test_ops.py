@@ -99,6 +99,21 @@ def test_conv_matches_lax(size, kernel_size, stride):
   )
 
 
+@pytest.mark.parametrize("kernel_size, channels", [(3, 40), (3, 16), (5, 40), (7, 40)])
+def test_wide_strided_conv_matches_lax_on_either_gradient_path(kernel_size, channels):
+  x = normal((2, 7, 7, channels))
+  w = normal((kernel_size, kernel_size, channels, 3))
+  assert_same_function(
+    functools.partial(ops.conv, stride=2), functools.partial(lax_conv, stride=2), x, w
+  )
+
+
+def test_space_to_depth_serves_the_stride_2_kernels_it_measured_faster_on():
+  assert ops.uses_space_to_depth(3, 16) and not ops.uses_space_to_depth(3, 32)
+  assert ops.uses_space_to_depth(5, 64) and ops.uses_space_to_depth(7, 64)
+  assert not ops.uses_space_to_depth(1, 16)
+
+
 def test_conv_on_a_non_square_image_matches_lax():
   x = normal((2, 9, 6, 3))
   w = normal((5, 5, 3, 2))
