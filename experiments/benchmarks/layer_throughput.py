@@ -28,6 +28,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _subprocess  # noqa: E402
+import _torch_qat  # noqa: E402
 
 LAYERS = (
   "conv1:s1",
@@ -130,14 +131,7 @@ def run_torch(shapes, batch: int, bits: int, min_seconds: float) -> dict:
 
   torch.set_num_threads(os.cpu_count() or 1)
 
-  class QConv(torch.nn.Conv2d):
-    def forward(self, x):
-      w = self.weight
-      if bits < 32:
-        qmax = 2 ** (bits - 1) - 1
-        scale = w.detach().abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12) / qmax
-        w = w + (torch.clamp(torch.round(w / scale), -qmax, qmax) * scale - w).detach()
-      return F.conv2d(x, w, None, self.stride, self.padding, 1, self.groups)
+  QConv = _torch_qat.quant_conv_class(bits)
 
   def conv_bn(c_in, c_out, k, s, groups=1):
     return [

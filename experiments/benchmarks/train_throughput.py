@@ -32,6 +32,9 @@ import time
 
 from absl import app, flags
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _torch_qat  # noqa: E402
+
 _NETWORKS = flags.DEFINE_list(
   "networks", ["fmnist_ref", "cifar_ref"], "Reference networks (nasq.spaces.macro)."
 )
@@ -187,14 +190,7 @@ def run_torch(variant: str, network: str, steps: int, repeats: int, batch: int) 
   arch = reference_architecture(network)
   bits = 4 if "4bit" in variant else 32
 
-  class QConv(torch.nn.Conv2d):
-    def forward(self, x):
-      w = self.weight
-      if bits < 32:
-        qmax = 2 ** (bits - 1) - 1
-        scale = w.detach().abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12) / qmax
-        w = w + (torch.clamp(torch.round(w / scale), -qmax, qmax) * scale - w).detach()
-      return F.conv2d(x, w, None, self.stride, self.padding)
+  QConv = _torch_qat.quant_conv_class(bits)
 
   layers, c = [], arch.input_shape[2]
   for layer in arch.layers:
