@@ -267,7 +267,8 @@ def init_variables(model: nn.Module, input_shape: tuple[int, ...], key: jax.Arra
   partitionable one, JAX's default): XLA:CPU compiles the partitionable generator slowly
   for a network's dozens of parameter shapes, and the variables, created on one device,
   never need it. ``train.create_state`` takes 2.8x less time with it on networks of the
-  default space (experiments/benchmarks/init_compile.py; the README has the figures).
+  default space (experiments/benchmarks/init_compile.py; figures in
+  experiments/benchmarks/README.md).
   Op by op instead, the first network took about 40 s (one program per operation).
   """
 

@@ -15,7 +15,8 @@ class AutoencoderConfig:
 
   # Dimension of the latent space the search runs in. The default macro space holds
   # 4e22 architectures (about 75 bits): 16 dimensions reconstruct only ~90% of held-out
-  # networks exactly, 32 reach the 99% target (README, "Autoencoder").
+  # networks exactly, 32 reach the 99% target (experiments/benchmarks/README.md,
+  # "Architecture autoencoder quality").
   latent_dim: int = 32
   embed_dim: int = 32  # Token embedding size (encoder) and prefix summary size (decoder).
   hidden: int = 256  # Width of the encoder and decoder MLPs.
