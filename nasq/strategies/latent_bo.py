@@ -285,10 +285,8 @@ class LatentBO:
     )
     rng = numpy_rng(key)
     for widen in (1.0, 2.0, 4.0):  # widen the region until something new fits
-      pool = self._pool(centres, lengthscale, tr.length * widen, rng)
+      pool, origins = self._pool(centres, lengthscale, tr.length * widen, rng)
       extra = self._neighbours(ctx, [ok[i].tokens for i in anchors], rng)
-      num_prior = int(c.pool_size) // 8  # _pool's last rows
-      origins = ["latent_region"] * (len(pool) - num_prior) + ["prior"] * num_prior
       proposals = self._rank(ctx, pool, aux, extra, origins + ["neighbour"] * len(extra))
       if proposals:
         return proposals
@@ -332,11 +330,12 @@ class LatentBO:
     best = float(score[order[0]]) if feasible.any() else 0.0
     return best, np.asarray(order[: int(c.num_anchors)])
 
-  def _pool(self, centres, lengthscale, length, rng) -> np.ndarray:
+  def _pool(self, centres, lengthscale, length, rng) -> tuple[np.ndarray, list[str]]:
     """Codes to decode: uniform in the trust-region box around each centre (the first,
     the incumbent, gets half the pool; sides scaled by the GP's length scales as in
     TuRBO; at most ~20 coordinates moved per point in high dimensions), plus one in
-    eight from the latent prior. Returned in latent units."""
+    eight from the latent prior. Returned in latent units, with each row's origin
+    ("latent_region" or "prior")."""
     c = self.config
     n, d = int(c.pool_size), centres.shape[1]
     weights = lengthscale / np.exp(np.mean(np.log(lengthscale)))
@@ -360,7 +359,8 @@ class LatentBO:
     unit = np.concatenate(points) if points else np.zeros((0, d))
     z = unit * 2 * self.bound - self.bound
     prior = rng.standard_normal((num_prior, d))
-    return np.concatenate([z, prior]).astype(np.float32)
+    origins = ["latent_region"] * len(z) + ["prior"] * num_prior
+    return np.concatenate([z, prior]).astype(np.float32), origins
 
   def _neighbours(
     self, ctx: SearchContext, anchors: list[tuple[int, ...]], rng: np.random.Generator
@@ -380,8 +380,8 @@ class LatentBO:
     ctx: SearchContext,
     points: np.ndarray,
     aux,
-    extra: list[tuple[int, ...]] = (),
-    origins: list[str] | None = None,
+    extra: list[tuple[int, ...]],
+    origins: list[str],
   ) -> list[Proposal]:
     """New architectures within the budget decoded from ``points``, then ``extra``
     (token neighbours), best first by the acquisition at the code of the architecture
@@ -424,7 +424,6 @@ class LatentBO:
       values = values + self._pof(ctx, self._latents(tokens))
     order = np.argsort(-values, kind="stable")[:16]
     latents = np.concatenate([points, self._latents(list(extra))]) if extra else points
-    origins = origins or [""] * len(latents)
     return [
       Proposal(
         tokens[i], tuple(float(v) for v in latents[keep[i]]), origin=origins[keep[i]]
