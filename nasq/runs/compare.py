@@ -146,7 +146,9 @@ def run_key(
     "queries": [config.num_queries, config.num_initial],
     "strategy": [base, dataclasses.asdict(settings)],
     "autoencoder": (
-      [config.autoencoder.to_dict(), autoencoder] if base == "latent_bo" else None
+      [config.autoencoder.to_dict(), autoencoder]
+      if base in strategies.LATENT_STRATEGIES
+      else None
     ),
     "executor": config.executor.to_dict(),
   }
@@ -191,7 +193,7 @@ def _run_one(args: tuple) -> dict[str, Any]:
   evaluate = _cached(f"evaluator {config_key}", lambda: make_evaluator(config, space))
   budget = _setting_budget(config, space, setting)
   base, settings = _strategy_settings(config, name)
-  ae = _autoencoder(config, space) if base == "latent_bo" else None
+  ae = _autoencoder(config, space) if base in strategies.LATENT_STRATEGIES else None
   run_dir = Path(workdir) / "runs" / setting / name / f"seed{seed}"
   # Exact costs depend on the architecture alone: one memo for every run of the process.
   costs = _cached(f"costs {config_key}", dict)
@@ -245,6 +247,10 @@ def _run_one(args: tuple) -> dict[str, Any]:
     "fallbacks": sum(src.endswith("/random") for src in sources),
     "proposals": len(sources),
     "rejected": len(ctx.history) - len(ctx.history.evaluated()),
+    # Proposals over the budget (recorded, not trained; the loop moved to the next).
+    "infeasible": sum(
+      r.status == "infeasible" and r.source != "initial" for r in ctx.history
+    ),
     "seconds": time.perf_counter() - start,
   }
 
@@ -282,7 +288,8 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict
   # weights (another machine's training of the same config) are not this run.
   fingerprint = ""
   if any(
-    _strategy_settings(config, n)[0] == "latent_bo" for n in config.strategies_to_run
+    _strategy_settings(config, n)[0] in strategies.LATENT_STRATEGIES
+    for n in config.strategies_to_run
   ):
     space = make_space(space_from_config(config.space))
     fingerprint = _autoencoder(config, space).fingerprint
@@ -309,7 +316,7 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict
           keys[setting, name],
           seed,
           env,
-          _strategy_settings(config, name)[0] != "latent_bo",
+          _strategy_settings(config, name)[0] not in strategies.LATENT_STRATEGIES,
         )
         if row is not None:
           results.append({**row, "setting": setting, "strategy": name, "read_back": True})
@@ -364,7 +371,9 @@ def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -
     ae_config = from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder")
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if "latent_bo" in bases:  # train (or load) once, before the workers
+  if bases & set(
+    strategies.LATENT_STRATEGIES
+  ):  # train (or load) once, before the workers
     with user_errors():
       ae_lib.load_or_train(space, ae_config, config.cache_dir)
   start = time.perf_counter()

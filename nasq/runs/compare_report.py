@@ -61,8 +61,9 @@ def write(
       "",
       "| strategy | "
       + " | ".join(f"best @{c}" for c in marks)
-      + f" | regret @{k} | found best | fallbacks | vs evolution @{k} (W/T/L) |",
-      "|---|" + "---|" * (len(marks) + 4),
+      + f" | regret @{k} | found best | fallbacks | over budget / run "
+      f"| vs evolution @{k} (W/T/L) |",
+      "|---|" + "---|" * (len(marks) + 5),
     ]
 
     def runs(name, setting=setting):
@@ -75,6 +76,9 @@ def write(
       curves = np.array([r["curve"] for r in runs(name)])
       fallbacks = sum(r["fallbacks"] for r in runs(name))
       proposals = max(1, sum(r["proposals"] for r in runs(name)))
+      # Over-budget proposals per run (rows recorded before this count: unknown).
+      over = [r["infeasible"] for r in runs(name) if "infeasible" in r]
+      over_text = f"{np.mean(over):.1f}" if over else "-"
       paired = ""
       if name != "evolution" and "evolution" in config.strategies_to_run:
         other = np.array([r["curve"][k - 1] for r in runs("evolution")])
@@ -95,6 +99,7 @@ def write(
         "regret_at": {k: (float(regret.mean()), float(regret.std()))},
         "found_best_fraction": found,
         "fallback_fraction": fallbacks / proposals,
+        "infeasible_per_run": float(np.mean(over)) if over else None,
         "wins_ties_losses_vs_evolution": paired,
         "seeds": len(curves),
         "mean_curve": curves.mean(0).tolist(),
@@ -103,7 +108,7 @@ def write(
         f"| {name} | "
         + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in at.values())
         + f" | {regret.mean():.3f} ± {regret.std():.3f} | {found:.0%} "
-        f"| {fallbacks / proposals:.1%} | {paired or '-'} |"
+        f"| {fallbacks / proposals:.1%} | {over_text} | {paired or '-'} |"
       )
     lines.append("")
     summary["settings"][setting] = {"table_best": best_value, "strategies": rows}

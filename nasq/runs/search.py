@@ -201,7 +201,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
     print(f"resuming: {history.num_evaluated()} evaluations already in {history.path}")
 
   ae = None
-  if config.strategy == "latent_bo":
+  if config.strategy in strategies.LATENT_STRATEGIES:
     with user_errors():  # a cached autoencoder of another space or format
       ae = ae_lib.load_or_train(
         space, settings.autoencoder, config.cache_dir, progress=config.progress
@@ -441,7 +441,7 @@ def default_config() -> ml_collections.ConfigDict:
   """Every field a search reads (configs/default.py overrides a few)."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # Seeds proposals and each candidate's training (seed + record index).
-  c.strategy = "latent_bo"  # latent_bo, random or evolution.
+  c.strategy = "latent_bo"  # latent_bo, lbq_nas, random or evolution.
   c.num_initial = 10  # Feasible random architectures evaluated first (every strategy).
   c.num_evaluations = 40  # Total trained candidates, initial design included.
   c.num_final = 2  # Best feasible candidates retrained with final_train.

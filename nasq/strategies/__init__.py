@@ -9,6 +9,9 @@ not evaluated before; every strategy sees the same loop, so comparisons are fair
   improvement, candidates decoded from codes drawn around the best architectures' codes
   and from the prior, and one-token neighbours of the best; each costed exactly
   (``LatentBO`` says what one step does).
+* ``lbq_nas``: the LBQ-NAS paper's method as published: a GP on the latent codes,
+  expected improvement under the cost predictor's constraints maximized by gradient
+  ascent over the latent box, the best codes decoded (``LBQNAS``).
 * ``random``: uniform over the valid architectures that fit the budget (rejection;
   budget-pruned draws through the automaton where few architectures fit).
 * ``evolution``: regularized evolution (Real et al. 2019): tournament selection in an
@@ -23,6 +26,7 @@ from nasq.strategies.base import (
   FEASIBILITY,
   HYPERPARAMETERS,
   INCUMBENTS,
+  LATENT_STRATEGIES,
   STRATEGIES,
   Proposal,
   SearchContext,
@@ -31,6 +35,7 @@ from nasq.strategies.base import (
 )
 from nasq.strategies.baselines import RandomSearch, RegularizedEvolution
 from nasq.strategies.latent_bo import LatentBO, TrustRegion, trust_region_from_history
+from nasq.strategies.lbq_nas import LBQNAS
 
 
 def make_strategy(
@@ -40,10 +45,10 @@ def make_strategy(
     return RandomSearch(config.random_batch)
   if name == "evolution":
     return RegularizedEvolution(config.population_size, config.tournament_size)
-  if name == "latent_bo":
+  if name in LATENT_STRATEGIES:
     if autoencoder is None:
-      raise ValueError("search.strategy latent_bo needs an autoencoder")
-    return LatentBO(config, autoencoder)
+      raise ValueError(f"search.strategy {name} needs an autoencoder")
+    return (LatentBO if name == "latent_bo" else LBQNAS)(config, autoencoder)
   raise ValueError(f"search.strategy must be one of {list(STRATEGIES)}, got {name!r}")
 
 
@@ -52,6 +57,8 @@ __all__ = [
   "FEASIBILITY",
   "HYPERPARAMETERS",
   "INCUMBENTS",
+  "LATENT_STRATEGIES",
+  "LBQNAS",
   "STRATEGIES",
   "LatentBO",
   "Proposal",

@@ -16,7 +16,9 @@ from nasq.spaces import SearchSpace
 
 Array = jax.Array
 
-STRATEGIES = ("latent_bo", "random", "evolution")
+STRATEGIES = ("latent_bo", "lbq_nas", "random", "evolution")
+# The strategies that search an autoencoder's latent space (and need one trained).
+LATENT_STRATEGIES = ("latent_bo", "lbq_nas")
 HYPERPARAMETERS = ("map", "nuts")
 INCUMBENTS = ("posterior_mean", "observed")
 FEASIBILITY = ("exact", "pof")
