@@ -43,8 +43,12 @@ def _padded(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, Array, np.ndarray
 
 
 def _standardized(y: np.ndarray) -> np.ndarray:
-  """``y`` standardized as the GP sees it (``gp.standardize``, as in ``_padded``)."""
-  return np.asarray(gp.standardize(jnp.asarray(y, jnp.float32))[0])
+  """``y`` standardized as the GP sees it: the same padding and operations as
+  ``_padded`` (so the same values, and one compiled program per bucket of sizes)."""
+  n = len(y)
+  mask = np.r_[np.ones(n), np.zeros(_bucket(n) - n)].astype(np.float32)
+  padded = jnp.asarray(np.r_[y, np.zeros(len(mask) - n)], jnp.float32)
+  return np.asarray(gp.standardize(padded, jnp.asarray(mask))[0])[:n]
 
 
 def output_transform(y: np.ndarray, kind: str) -> np.ndarray:
