@@ -3,7 +3,8 @@ r"""The default search (``configs/default.py``) once per strategy and seed, pair
   python experiments/benchmarks/search_strategies.py --config=configs/compare_search.py \
       --workdir=/tmp/nasq_compare
 
-Latent BO, random search and regularized evolution, seeds 0, 1, 2: nine searches of 20
+Latent BO, token BO, random search and regularized evolution, seeds 0, 1, 2: twelve
+searches of 20
 evaluations (8 shared random initial candidates, 12 proposed), 7-10 minutes each on
 2 CPU cores (the default search's own part took 7.0 minutes at commit 67c2c57); no retraining (``num_final = 0``): the comparison is over the searches' own
 validation scores. Rerunning with the same workdir resumes every search.

@@ -2,7 +2,7 @@ r"""Flagship: a Fashion-MNIST CNN in 8 KB of 4-bit weights.
 
   python experiments/search.py --config=configs/fmnist_8kb.py --workdir=/tmp/nasq_8kb
 
-The search of ``configs/fmnist_mcu.py`` (latent BO over 60 candidates, successive
+The search of ``configs/fmnist_mcu.py`` (token BO over 60 candidates, successive
 halving, 15 epochs of retraining, export) under a weight budget eight times tighter:
 at most 8 KB of stored 4-bit weights (per-channel scales and BatchNorm parameters
 included), 30M MACs and 64 KB of peak activation memory.

@@ -3,7 +3,7 @@ r"""Flagship: a 4-bit Fashion-MNIST CNN for a microcontroller with 64 KB of RAM.
   python experiments/search.py --config=configs/fmnist_mcu.py --workdir=/tmp/nasq_mcu
 
 uNAS's bounds: at most 64 KB of 4-bit weights, 30M MACs per image and 64 KB of peak
-activation memory (LiteRT Micro's arena at int8). Latent BO over 60 candidates, each
+activation memory (LiteRT Micro's arena at int8). Token BO over 60 candidates, each
 trained 1 epoch on 6,000 images; successive halving trains the best third again for 3
 epochs on 12,000 images, and the best third of those for 1 epoch on all 50,000
 training images; the 2 best of the highest rung are retrained for 15 epochs on all
@@ -22,7 +22,7 @@ from nasq.runs import search
 
 def get_config():
   config = search.default_config()
-  config.strategy = "latent_bo"
+  config.strategy = "token_bo"
   config.weight_bits = 4
   config.num_initial = 20
   config.num_evaluations = 60

@@ -38,28 +38,29 @@ def additive_objective(space, seed: int = 0):
   return evaluate
 
 
-@pytest.mark.parametrize("seed, gp_input", [(0, "tokens"), (1, "tokens"), (0, "latent")])
+@pytest.mark.parametrize(
+  "seed, name", [(0, "latent_bo"), (1, "latent_bo"), (0, "token_bo"), (1, "token_bo")]
+)
 def test_latent_bo_proposes_better_networks_than_random_search(
-  tmp_path, small_ae, make_ctx, run_initial, seed, gp_input
+  tmp_path, small_ae, make_ctx, run_initial, seed, name
 ):
-  """With the same initial design, latent BO's own proposals (not random fallbacks)
+  """With the same initial design, the strategy's own proposals (not random fallbacks)
   score higher on average than random search's, on an objective that is not a
-  function of size, whether its GP models the decoded architectures' one-hot tokens
-  (the default) or the latent codes."""
+  function of size: latent BO (the GP on codes, candidates from the latent trust
+  region) and token BO (the GP on one-hot tokens, token neighbours in the pool)."""
   key = jax.random.key(seed)
   means = {}
-  settings = dataclasses.replace(BO, gp_input=gp_input)
   evaluate = additive_objective(make_ctx(small_ae, path=tmp_path / "probe").space)
-  for name in ("latent_bo", "random"):
-    ctx = make_ctx(small_ae, path=tmp_path / name)
+  for strategy_name in (name, "random"):
+    ctx = make_ctx(small_ae, path=tmp_path / strategy_name)
     run_initial(ctx, key, 5, evaluate)
-    strategy = strategies.make_strategy(name, settings, small_ae)
+    strategy = strategies.make_strategy(strategy_name, BO, small_ae)
     run_strategy(
       ctx, strategy, evaluate, evaluators.Objective(), 15, jax.random.fold_in(key, 2)
     )
-    assert {r.source for r in ctx.history.evaluated()[5:]} == {name}
-    means[name] = proposals_mean(ctx.history, name)
-  assert means["latent_bo"] > means["random"] + 0.5, means
+    assert {r.source for r in ctx.history.evaluated()[5:]} == {strategy_name}
+    means[strategy_name] = proposals_mean(ctx.history, strategy_name)
+  assert means[name] > means["random"] + 0.5, means
 
 
 def test_nuts_hyperparameters_steer_the_search(
@@ -253,14 +254,20 @@ def nb201_ae(tiny_ae_config):
   return ae_lib.train(NB201Space(), config, progress=False)
 
 
+RANK_OF_LATENT = 10  # of the table's feasible cells by value (measured: 5 and 0)
+
+
 def test_latent_bo_finds_a_known_constrained_optimum_that_random_search_misses(
   tmp_path, nb201_ae
 ):
   """An additive synthetic table over NAS-Bench-201 cells (a random weight per edge and
   operation) under a parameter budget that rules out most of the best cells: its
-  feasible optimum is unique and known by enumeration. Latent BO's own proposals reach it
-  within 100 queries (with the copula transform, after 55-76 in seeds 0-2); random
-  search with the same seeds and initial designs does not."""
+  feasible optimum is unique and known by enumeration. Token BO's own proposals reach it
+  within 100 queries in both seeds (an additive objective is what its GP on one-hot
+  tokens models exactly); latent BO's, whose GP sees 8-dimensional codes, reach one of
+  the RANK_OF_LATENT best feasible cells (measured: the optimum in seed 1, the sixth in
+  seed 0); random search's best with the same seeds and initial designs ranks 93rd and
+  438th."""
   from nasq.feasibility import all_costs
   from nasq.spaces import NB201Space
 
@@ -283,8 +290,8 @@ def test_latent_bo_finds_a_known_constrained_optimum_that_random_search_misses(
     t = tuple(int(v) for v in space.encode(arch))
     return evaluators.Evaluation("ok", {"val_accuracy": value(t)}, 0.0)
 
-  found = {}
-  for name in ("latent_bo", "random"):
+  found, rank = {}, {}
+  for name in ("latent_bo", "token_bo", "random"):
     for seed in (0, 1):
       ctx = strategies.SearchContext(
         space, budget, 32, 8, History.open(tmp_path / f"{name}{seed}"), nb201_ae
@@ -306,8 +313,11 @@ def test_latent_bo_finds_a_known_constrained_optimum_that_random_search_misses(
       )
       hits = [r for r in ctx.history.evaluated() if r.objective == optimum]
       found[name, seed] = hits[0].source if hits else None
-  assert found["latent_bo", 0] == found["latent_bo", 1] == "latent_bo", found
-  assert found["random", 0] is None and found["random", 1] is None, found
+      best = max(r.objective for r in ctx.history.evaluated() if budget.fits(r.costs))
+      rank[name, seed] = sum(v > best + 1e-9 for v in values)  # 0: the optimum
+  assert found["token_bo", 0] == found["token_bo", 1] == "token_bo", found
+  assert max(rank["latent_bo", s] for s in (0, 1)) <= RANK_OF_LATENT, rank
+  assert min(rank["random", s] for s in (0, 1)) > RANK_OF_LATENT, rank
 
 
 def ctx_costs(space, tokens):
@@ -339,9 +349,9 @@ def test_neighbours_are_one_token_changes_of_each_anchor(tmp_path, nb201_ae):
   space = NB201Space()
   ctx = strategies.SearchContext(space, Budget(), 32, 8, History.open(tmp_path), nb201_ae)
   anchor = (0, 3, 2, 1, 4, 2)
-  bo = strategies.LatentBO(BO, nb201_ae)
+  bo = strategies.TokenBO(BO, nb201_ae)
   out = bo._neighbours(ctx, [anchor], np.random.default_rng(0))
-  assert len(out) == BO.num_neighbours
+  assert len(out) == 32 == bo.config.num_neighbours
   assert {sum(a != b for a, b in zip(t, anchor, strict=True)) for t in out} == {1}
 
 

@@ -308,7 +308,7 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict
   for seed in range(config.num_seeds):
     for setting in config.settings:
       for name in config.strategies_to_run:
-        # Latent BO's curves differ across machines and library versions; random
+        # The latent strategies' curves differ across machines and library versions; random
         # search and evolution repeated every recorded curve on other machines.
         row = record.lookup(
           recorded,
@@ -392,7 +392,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.evaluator = "analognas"  # "analognas" or "table" (table_path: CSV or JSON).
   c.table_path = ""
   c.metric = "qat_accuracy"  # Column of the table to maximize.
-  c.strategies_to_run = ("latent_bo", "random", "evolution")
+  c.strategies_to_run = ("latent_bo", "token_bo", "lbq_nas", "random", "evolution")
   # "unconstrained" or "<params|macs>_<fraction>": at most that fraction of the largest
   # cell's parameters or MACs.
   c.settings = SETTINGS

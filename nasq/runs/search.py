@@ -441,7 +441,7 @@ def default_config() -> ml_collections.ConfigDict:
   """Every field a search reads (configs/default.py overrides a few)."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # Seeds proposals and each candidate's training (seed + record index).
-  c.strategy = "latent_bo"  # latent_bo, lbq_nas, random or evolution.
+  c.strategy = "token_bo"  # latent_bo, token_bo, lbq_nas, random or evolution.
   c.num_initial = 10  # Feasible random architectures evaluated first (every strategy).
   c.num_evaluations = 40  # Total trained candidates, initial design included.
   c.num_final = 2  # Best feasible candidates retrained with final_train.

@@ -30,7 +30,7 @@ from nasq.history import History, attribution
 from nasq.runs import search
 from nasq.runs.config import user_errors
 
-DEFAULT_STRATEGIES = ("latent_bo", "random", "evolution")
+DEFAULT_STRATEGIES = ("latent_bo", "token_bo", "random", "evolution")
 DEFAULT_SEEDS = (0, 1, 2)
 
 

@@ -5,10 +5,12 @@ costs anything itself. The search loop (``nasq.loop.run_strategy``) decodes each
 proposal, computes its exact costs, and trains it only if it fits the ``Budget`` and was
 not evaluated before; every strategy sees the same loop, so comparisons are fair.
 
-* ``latent_bo``: a GP on the evaluated architectures' one-hot tokens ranks, by expected
-  improvement, candidates decoded from codes drawn around the best architectures' codes
-  and from the prior, and one-token neighbours of the best; each costed exactly
+* ``latent_bo``: a GP on the evaluated architectures' latent codes ranks, by expected
+  improvement, candidates decoded from codes drawn in a trust region around the best
+  codes (adapting within the search) and from the prior; each costed exactly
   (``LatentBO`` says what one step does).
+* ``token_bo``: a GP on one-hot tokens ranks decoded codes and one-token neighbours of
+  the best architectures (``TokenBO``; the search called latent BO before).
 * ``lbq_nas``: the LBQ-NAS paper's method as published: a GP on the latent codes,
   expected improvement under the cost predictor's constraints maximized by gradient
   ascent over the latent box, the best codes decoded (``LBQNAS``).
@@ -36,6 +38,7 @@ from nasq.strategies.base import (
 from nasq.strategies.baselines import RandomSearch, RegularizedEvolution
 from nasq.strategies.latent_bo import LatentBO, TrustRegion, trust_region_from_history
 from nasq.strategies.lbq_nas import LBQNAS
+from nasq.strategies.token_bo import TokenBO
 
 
 def make_strategy(
@@ -48,7 +51,8 @@ def make_strategy(
   if name in LATENT_STRATEGIES:
     if autoencoder is None:
       raise ValueError(f"search.strategy {name} needs an autoencoder")
-    return (LatentBO if name == "latent_bo" else LBQNAS)(config, autoencoder)
+    cls = {"latent_bo": LatentBO, "token_bo": TokenBO, "lbq_nas": LBQNAS}[name]
+    return cls(config, autoencoder)
   raise ValueError(f"search.strategy must be one of {list(STRATEGIES)}, got {name!r}")
 
 
@@ -67,6 +71,7 @@ __all__ = [
   "SearchContext",
   "Strategy",
   "StrategySettings",
+  "TokenBO",
   "TrustRegion",
   "trust_region_from_history",
   "make_strategy",

@@ -16,9 +16,9 @@ from nasq.spaces import SearchSpace
 
 Array = jax.Array
 
-STRATEGIES = ("latent_bo", "lbq_nas", "random", "evolution")
-# The strategies that search an autoencoder's latent space (and need one trained).
-LATENT_STRATEGIES = ("latent_bo", "lbq_nas")
+STRATEGIES = ("latent_bo", "token_bo", "lbq_nas", "random", "evolution")
+# The strategies that draw from an autoencoder's latent space (and need one trained).
+LATENT_STRATEGIES = ("latent_bo", "token_bo", "lbq_nas")
 HYPERPARAMETERS = ("map", "nuts")
 INCUMBENTS = ("posterior_mean", "observed")
 FEASIBILITY = ("exact", "pof")
@@ -46,24 +46,29 @@ class StrategySettings:
   warm_steps: int = 50  # Adam steps from the last full fit.
   pool_size: int = 512  # Codes decoded and ranked per step.
   num_anchors: int = 5  # Best feasible points whose trust regions the pool samples.
-  num_neighbours: int = 32  # One-token mutations of each anchor added to the pool.
+  # One-token mutations of each anchor added to the pool (None: the strategy's own,
+  # latent_bo 0, token_bo 32).
+  num_neighbours: int | None = None
   latent_bound: float = 4.0  # Codes live in [-bound, bound]^d (normalized to [0, 1]).
   trust_region: bool = True  # False: the pool spans the whole box (ablation).
   tr_initial: float = 0.8  # Trust-region side, unit-cube units (TuRBO's defaults).
   tr_minimum: float = 0.5**7
   tr_maximum: float = 1.6
   tr_success_tol: int = 3
-  tr_failure_tol: int = 0  # 0: max(4, latent dimension).
+  # Failures in a row that halve the trust region; 0: max(4, latent dimension) (TuRBO's
+  # rule, which never shrinks it in a search of fewer proposals than that); None: the
+  # strategy's own (latent_bo 4, so the region adapts within tens of proposals;
+  # token_bo 0).
+  tr_failure_tol: int | None = None
   incumbent: str = "posterior_mean"  # or "observed" (best noisy value; ablation).
   feasibility: str = "exact"  # or "pof": also rank by predicted feasibility (ablation).
   # What the GP models: "copula" (objectives' ranks mapped to normal quantiles, robust
   # to the few collapsed networks that squash a standardized scale) or "none".
   output_transform: str = "copula"
-  # What the GP's kernel sees: "tokens" (the one-hot tokens of the decoded
-  # architecture: measured better on AnalogNAS-Bench in 3 of 4 settings) or "latent"
-  # (the unit-cube codes; an ablation). The pool and trust region stay in the latent
-  # space either way.
-  gp_input: str = "tokens"
+  # What the GP's kernel sees: "latent" (the unit-cube codes of the architectures) or
+  # "tokens" (their one-hot tokens); None: the strategy's own (latent_bo "latent",
+  # token_bo "tokens"). The pool and trust region stay in the latent space either way.
+  gp_input: str | None = None
 
   def __post_init__(self):
     gp.check_kernel(self.kernel)
@@ -76,13 +81,17 @@ class StrategySettings:
       ("incumbent", self.incumbent, INCUMBENTS),
       ("feasibility", self.feasibility, FEASIBILITY),
       ("output_transform", self.output_transform, OUTPUT_TRANSFORMS),
-      ("gp_input", self.gp_input, GP_INPUTS),
+      ("gp_input", self.gp_input, GP_INPUTS + (None,)),
     ):
       if value not in allowed:
         raise ValueError(
           f"strategies.{name} must be one of {list(allowed)}, got {value!r}"
         )
-    if int(self.num_neighbours) < 0:
+    if self.tr_failure_tol is not None and int(self.tr_failure_tol) < 0:
+      raise ValueError(
+        f"strategies.tr_failure_tol must be >= 0 or None, got {self.tr_failure_tol}"
+      )
+    if self.num_neighbours is not None and int(self.num_neighbours) < 0:
       raise ValueError(
         f"strategies.num_neighbours must be >= 0, got {self.num_neighbours}"
       )

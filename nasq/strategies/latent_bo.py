@@ -1,5 +1,6 @@
-"""The latent-space search (``LatentBO``): GP-ranked candidates from the autoencoder's
-latent space and the best architectures' neighbourhoods, exact feasibility."""
+"""Bayesian optimization in the autoencoder's latent space (``LatentBO``): a GP on codes
+ranks candidates drawn in an adaptive latent trust region; exact feasibility. The
+machinery ``token_bo`` and ``lbq_nas`` build on."""
 
 from __future__ import annotations
 
@@ -107,53 +108,55 @@ def trust_region_from_history(
 
 
 class LatentBO:
-  """A GP-ranked search over candidates drawn from the autoencoder's latent space and
-  around the best architectures; feasibility exact.
+  """Bayesian optimization in the autoencoder's latent space: a GP on the codes of the
+  evaluated architectures ranks candidates decoded from codes drawn in a trust region
+  that adapts within the search's budget; feasibility exact.
 
-  One step, as the defaults run it (``gp_input="tokens"``):
+  One step, as the defaults run it:
 
   1. Fewer than two successful evaluations: a random feasible architecture (recorded
      as the fallback, ``latent_bo/random``).
-  2. A GP (``kernel``, ARD) is fitted to the one-hot tokens of the evaluated
-     architectures (252 dimensions on the default macro space) and their objectives'
-     copula transform; MAP hyperparameters, a full fit every ``refit_every`` points
-     and ``warm_steps`` from it in between.
+  2. A GP (``kernel``, ARD) is fitted to the evaluated architectures' codes (the
+     encoder's, scaled to the unit cube; ``gp_input``) and their objectives' copula
+     transform; MAP hyperparameters, a full fit every ``refit_every`` points and
+     ``warm_steps`` from it in between.
   3. The incumbent is the best posterior mean among the feasible evaluated
      architectures; the ``num_anchors`` best by that score are the anchors.
-  4. Candidates: ``pool_size`` codes, seven in eight drawn uniformly in a box of side
-     ``length`` (unit-cube units, not shaped: the token GP has no length scales over
-     the codes; at most 20 coordinates moved per code) around the anchors' codes (half
-     around the best), one in eight from the latent prior; every code is decoded.
-     Beside them, ``num_neighbours`` one-token mutations of each anchor.
+  4. Candidates: ``pool_size`` codes, seven in eight drawn uniformly in a box around
+     the anchors' codes (half around the best), its side ``length`` (unit-cube units)
+     scaled per dimension by the GP's length scales as in TuRBO, at most 20
+     coordinates moved per code; one in eight from the latent prior. Every code is
+     decoded (``num_neighbours`` one-token mutations of each anchor join them when set:
+     ``token_bo``'s pool; none by default).
   5. Every candidate is deduplicated, costed exactly, and dropped if evaluated,
      pending, or over the budget (a hard mask).
   6. The rest are ranked by log expected improvement over the incumbent, the GP
-     evaluated at each candidate's one-hot tokens; the 16 best are returned.
+     evaluated at the code of the architecture each decodes to (the GP models real
+     architectures' codes, not the space between them); the 16 best are returned.
   7. Nothing new and feasible: the box is widened 2x, then 4x, then the random
      fallback.
 
   The box follows TuRBO's rules (``trust_region_from_history``), replayed from the
   history: doubled after ``tr_success_tol`` improvements in a row, halved after
-  ``tr_failure_tol`` failures in a row (0: max(4, latent dimension), 32 for the default
-  autoencoder, so in a search of a few dozen proposals it never shrinks). What decides
-  in practice: in the committed 3-seed default-search comparison, 27 of the 36
-  proposals differ from an evaluated network in 1-2 layers, and each seed's best
-  proposal is one of them, so the token neighbours, ranked by the GP, do most of the
-  work. Each record's ``origin`` says which part of the pool a proposal came from
-  (``latent_region``, ``prior``, ``neighbour``; ``random`` for the fallback) and its
-  ``latent`` field the code; ``report.md`` and the strategy comparison count each
-  origin's share of proposals and of improvements.
-
-  With ``gp_input="latent"`` (an ablation) the GP models the unit-cube codes instead,
-  the box is scaled per dimension by its length scales, and candidates are ranked at
-  the code each decodes to. Every fit is a function of the data alone, so a resumed
-  search proposes what an uninterrupted one would.
+  ``tr_failure_tol`` failures in a row (4 here, so it adapts within a search of tens of
+  proposals; TuRBO's max(4, dimension) would never shrink in one), restarted at
+  ``tr_initial`` below ``tr_minimum``. Each record's ``origin`` says which part of the
+  pool a proposal came from (``latent_region``, ``prior``; ``neighbour`` where
+  neighbours are on; ``random`` for the fallback) and its ``latent`` field the code;
+  ``report.md`` and the strategy comparisons count each origin's share of proposals
+  and of improvements. Every fit is a function of the data alone, so a resumed search
+  proposes what an uninterrupted one would.
   """
 
+  # This strategy's values of the settings left at None (``StrategySettings``).
+  DEFAULTS = {"gp_input": "latent", "num_neighbours": 0, "tr_failure_tol": 4}
   name = "latent_bo"
 
   def __init__(self, config: StrategySettings, autoencoder: TrainedAutoencoder):
-    self.config = config
+    self.config = dataclasses.replace(
+      config,
+      **{k: v for k, v in self.DEFAULTS.items() if getattr(config, k) is None},
+    )
     self.ae = autoencoder
     self.fallback = RandomSearch()
     self.kernel = str(config.kernel)

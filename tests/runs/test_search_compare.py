@@ -84,5 +84,10 @@ def test_the_config_file_is_the_default_search_without_retraining():
   spec.loader.exec_module(module)
   config = module.get_config()
   assert config.num_final == 0 and config.num_evaluations == 20
-  assert tuple(config.compare_strategies) == ("latent_bo", "random", "evolution")
+  assert tuple(config.compare_strategies) == (
+    "latent_bo",
+    "token_bo",
+    "random",
+    "evolution",
+  )
   assert tuple(config.compare_seeds) == (0, 1, 2)
