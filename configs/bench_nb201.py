@@ -18,11 +18,12 @@ def get_config():
   c.variants.update(
     {
       # Latent BO without its trust region (the pool spans the box), with the GP on
-      # tokens instead of codes, with TuRBO's failure tolerance (max(4, d): 8 failures
+      # codes instead of tokens or beside them, with TuRBO's failure tolerance (max(4, d): 8 failures
       # in a row on this 8-dimensional autoencoder) instead of 4, with the noisy
       # observed incumbent, without the copula transform.
       "latent_bo_no_trust_region": {"trust_region": False},
-      "latent_bo_tokens_gp": {"gp_input": "tokens"},
+      "latent_bo_codes_gp": {"gp_input": "latent"},
+      "latent_bo_codes_and_tokens": {"gp_input": "both"},
       "latent_bo_turbo_tolerance": {"tr_failure_tol": 0},
       "latent_bo_observed_incumbent": {"incumbent": "observed"},
       "latent_bo_no_copula": {"output_transform": "none"},

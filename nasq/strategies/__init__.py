@@ -5,9 +5,9 @@ costs anything itself. The search loop (``nasq.loop.run_strategy``) decodes each
 proposal, computes its exact costs, and trains it only if it fits the ``Budget`` and was
 not evaluated before; every strategy sees the same loop, so comparisons are fair.
 
-* ``latent_bo``: a GP on the evaluated architectures' latent codes ranks, by expected
-  improvement, candidates decoded from codes drawn in a trust region around the best
-  codes (adapting within the search) and from the prior; each costed exactly
+* ``latent_bo``: every candidate comes from the latent space: codes drawn in a trust
+  region around the best architectures' codes (adapting within the search) and from
+  the prior, decoded, costed exactly and ranked by a GP's expected improvement
   (``LatentBO`` says what one step does).
 * ``token_bo``: a GP on one-hot tokens ranks decoded codes and one-token neighbours of
   the best architectures (``TokenBO``; the search called latent BO before).

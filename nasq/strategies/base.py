@@ -23,7 +23,7 @@ HYPERPARAMETERS = ("map", "nuts")
 INCUMBENTS = ("posterior_mean", "observed")
 FEASIBILITY = ("exact", "pof")
 OUTPUT_TRANSFORMS = ("copula", "none")
-GP_INPUTS = ("latent", "tokens")
+GP_INPUTS = ("latent", "tokens", "both")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +65,10 @@ class StrategySettings:
   # What the GP models: "copula" (objectives' ranks mapped to normal quantiles, robust
   # to the few collapsed networks that squash a standardized scale) or "none".
   output_transform: str = "copula"
-  # What the GP's kernel sees: "latent" (the unit-cube codes of the architectures) or
-  # "tokens" (their one-hot tokens); None: the strategy's own (latent_bo "latent",
-  # token_bo "tokens"). The pool and trust region stay in the latent space either way.
+  # What the GP's kernel sees: "latent" (the unit-cube codes of the architectures),
+  # "tokens" (their one-hot tokens) or "both" (the two side by side, one ARD kernel
+  # over the concatenation); None: the strategy's own ("tokens" for both latent_bo and
+  # token_bo: measured better than codes on AnalogNAS-Bench). The pool and trust region stay in the latent space either way.
   gp_input: str | None = None
 
   def __post_init__(self):

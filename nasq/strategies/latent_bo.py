@@ -1,6 +1,7 @@
-"""Bayesian optimization in the autoencoder's latent space (``LatentBO``): a GP on codes
-ranks candidates drawn in an adaptive latent trust region; exact feasibility. The
-machinery ``token_bo`` and ``lbq_nas`` build on."""
+"""Bayesian optimization over candidates from the autoencoder's latent space
+(``LatentBO``): codes drawn in an adaptive latent trust region and the prior, decoded,
+ranked by a GP; exact feasibility. The machinery ``token_bo`` and ``lbq_nas`` build
+on."""
 
 from __future__ import annotations
 
@@ -108,31 +109,35 @@ def trust_region_from_history(
 
 
 class LatentBO:
-  """Bayesian optimization in the autoencoder's latent space: a GP on the codes of the
-  evaluated architectures ranks candidates decoded from codes drawn in a trust region
-  that adapts within the search's budget; feasibility exact.
+  """Bayesian optimization over candidates that all come from the autoencoder's latent
+  space: codes drawn in a trust region that adapts within the search's budget, and
+  from the prior, decoded, costed exactly and ranked by a GP; no token neighbours.
 
   One step, as the defaults run it:
 
   1. Fewer than two successful evaluations: a random feasible architecture (recorded
      as the fallback, ``latent_bo/random``).
-  2. A GP (``kernel``, ARD) is fitted to the evaluated architectures' codes (the
-     encoder's, scaled to the unit cube; ``gp_input``) and their objectives' copula
-     transform; MAP hyperparameters, a full fit every ``refit_every`` points and
-     ``warm_steps`` from it in between.
+  2. A GP (``kernel``, ARD) is fitted to the evaluated architectures and their
+     objectives' copula transform; MAP hyperparameters, a full fit every
+     ``refit_every`` points and ``warm_steps`` from it in between. Its inputs
+     (``gp_input``): the one-hot tokens by default; "latent" (the encoder's codes in
+     the unit cube) and "both" (codes beside tokens) are the measured alternatives
+     (experiments/benchmarks/README.md: on AnalogNAS-Bench's 8-dimensional codes both
+     ranked worse than tokens).
   3. The incumbent is the best posterior mean among the feasible evaluated
      architectures; the ``num_anchors`` best by that score are the anchors.
   4. Candidates: ``pool_size`` codes, seven in eight drawn uniformly in a box around
-     the anchors' codes (half around the best), its side ``length`` (unit-cube units)
-     scaled per dimension by the GP's length scales as in TuRBO, at most 20
-     coordinates moved per code; one in eight from the latent prior. Every code is
-     decoded (``num_neighbours`` one-token mutations of each anchor join them when set:
-     ``token_bo``'s pool; none by default).
+     the anchors' codes (half around the best) of side ``length`` (unit-cube units;
+     scaled per dimension by the GP's length scales as in TuRBO where the GP sees
+     codes), at most 20 coordinates moved per code; one in eight from the latent
+     prior. Every code is decoded. (``num_neighbours`` one-token mutations of each
+     anchor join them when set: ``token_bo``'s pool; none here.)
   5. Every candidate is deduplicated, costed exactly, and dropped if evaluated,
      pending, or over the budget (a hard mask).
   6. The rest are ranked by log expected improvement over the incumbent, the GP
-     evaluated at the code of the architecture each decodes to (the GP models real
-     architectures' codes, not the space between them); the 16 best are returned.
+     evaluated at the architecture each decodes to (its tokens, or its own code: the
+     GP models real architectures, not the space between them); the 16 best are
+     returned.
   7. Nothing new and feasible: the box is widened 2x, then 4x, then the random
      fallback.
 
@@ -149,7 +154,7 @@ class LatentBO:
   """
 
   # This strategy's values of the settings left at None (``StrategySettings``).
-  DEFAULTS = {"gp_input": "latent", "num_neighbours": 0, "tr_failure_tol": 4}
+  DEFAULTS = {"gp_input": "tokens", "num_neighbours": 0, "tr_failure_tol": 4}
   name = "latent_bo"
 
   def __init__(self, config: StrategySettings, autoencoder: TrainedAutoencoder):
@@ -192,11 +197,16 @@ class LatentBO:
     return ((np.asarray(z) + self.bound) / (2 * self.bound)).astype(np.float32)
 
   def _features(self, ctx: SearchContext, tokens: list[tuple[int, ...]]) -> np.ndarray:
-    """The GP's inputs for ``tokens`` [n, f]: unit-cube codes, or with
-    ``gp_input='tokens'`` one one-hot block per token position."""
-    if self.config.gp_input == "latent":
-      return self._unit(self._latents(tokens))
-    return one_hot(tokens, ctx.space.vocab_sizes)
+    """The GP's inputs for ``tokens`` [n, f]: unit-cube codes ("latent"), one one-hot
+    block per token position ("tokens"), or the codes then the one-hot blocks
+    ("both"), as ``gp_input`` says."""
+    kind = self.config.gp_input
+    parts = []
+    if kind in ("latent", "both"):
+      parts.append(self._unit(self._latents(tokens)))
+    if kind in ("tokens", "both"):
+      parts.append(one_hot(tokens, ctx.space.vocab_sizes).astype(np.float32))
+    return np.concatenate(parts, axis=1)
 
   def _fit(self, u: np.ndarray, objectives: np.ndarray) -> acquisition.Fit:
     """The GP on the inputs ``u`` from ``_features`` (unit-cube codes, or one-hot
@@ -281,9 +291,10 @@ class LatentBO:
       "constraints": [],
       "limits": [],
     }
-    if c.gp_input == "latent":
-      centres = u[anchors]
-      lengthscale = np.exp(np.asarray(fit.samples.log_lengthscale).mean(0))
+    if c.gp_input in ("latent", "both"):  # the codes come first in the inputs
+      d = self.ae.latent_dim
+      centres = u[anchors, :d]
+      lengthscale = np.exp(np.asarray(fit.samples.log_lengthscale).mean(0))[:d]
     else:  # the GP's length scales are per token, not per latent coordinate
       centres = self._unit(self._latents([ok[i].tokens for i in anchors]))
       lengthscale = np.ones(centres.shape[1])
