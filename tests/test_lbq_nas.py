@@ -10,7 +10,8 @@ import pytest
 from nasq import evaluators, strategies
 from nasq.history import Record
 from nasq.loop import run_strategy
-from nasq.strategies.lbq_nas import LBQNAS, ORIGIN, log_budget
+from nasq.strategies.latent_bo import log_budget
+from nasq.strategies.lbq_nas import LBQNAS, ORIGIN
 
 SETTINGS = strategies.StrategySettings(map_steps=50, pool_size=128)
 

@@ -66,6 +66,20 @@ def output_transform(y: np.ndarray, kind: str) -> np.ndarray:
   return scipy.special.ndtri(ranks / (len(y) + 1))
 
 
+def log_budget(ctx: SearchContext) -> np.ndarray:
+  """The budget in the cost predictor's units: (log parameters, log MACs); a bound the
+  budget does not set is 1e9 (no constraint). A model-size bound becomes a parameter
+  bound at the search's weight bits."""
+  b = ctx.budget
+  params = [v for v in (b.params,) if v is not None]
+  if b.model_size_bits is not None:
+    params.append(b.model_size_bits / ctx.weight_bits)
+  return np.array(
+    [math.log(min(params)) if params else 1e9, math.log(b.macs) if b.macs else 1e9],
+    np.float32,
+  )
+
+
 def _bucket(n: int, size: int = 32) -> int:
   return max(size, int(math.ceil(n / size)) * size)
 
@@ -449,19 +463,16 @@ class LatentBO:
       for i in order
     ]
 
+  def _predictor_spread(self) -> np.ndarray:
+    """The cost predictor's spread per target: its held-out RMSE, at least 0.05."""
+    return np.maximum(self.ae.predictor_rmse, 0.05).astype(np.float32)
+
   def _pof(self, ctx: SearchContext, codes: np.ndarray) -> np.ndarray:
     """log PoF of (params, MACs) budgets from the autoencoder's cost predictor, its
     held-out RMSE as the spread (the ranking before exact masking; for ablations)."""
-    b = ctx.budget
-    params = [v for v in (b.params,) if v is not None]
-    if b.model_size_bits is not None:
-      params.append(b.model_size_bits / ctx.weight_bits)
-    log_budget = np.array(
-      [math.log(min(params)) if params else 1e9, math.log(b.macs) if b.macs else 1e9],
-      np.float32,
-    )
-    spread = np.maximum(self.ae.predictor_rmse, 0.05).astype(np.float32)
     m = _bucket(len(codes), _CHUNK)
     padded = np.concatenate([codes, np.zeros((m - len(codes), codes.shape[1]))])
-    values = self._log_pof(jnp.asarray(padded, jnp.float32), spread, log_budget)
+    values = self._log_pof(
+      jnp.asarray(padded, jnp.float32), self._predictor_spread(), log_budget(ctx)
+    )
     return np.asarray(values)[: len(codes)]

@@ -5,7 +5,6 @@ gradient ascent and decoded."""
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -20,25 +19,11 @@ from nasq.strategies.base import (
   StrategySettings,
   as_fallback,
 )
-from nasq.strategies.latent_bo import LatentBO
+from nasq.strategies.latent_bo import LatentBO, log_budget
 
 Array = jax.Array
 
 ORIGIN = "latent_ascent"
-
-
-def log_budget(ctx: SearchContext) -> np.ndarray:
-  """The budget in the cost predictor's units: (log parameters, log MACs); a bound the
-  budget does not set is 1e9 (no constraint). A model-size bound becomes a parameter
-  bound at the search's weight bits."""
-  b = ctx.budget
-  params = [v for v in (b.params,) if v is not None]
-  if b.model_size_bits is not None:
-    params.append(b.model_size_bits / ctx.weight_bits)
-  return np.array(
-    [math.log(min(params)) if params else 1e9, math.log(b.macs) if b.macs else 1e9],
-    np.float32,
-  )
 
 
 class LBQNAS(LatentBO):
@@ -167,7 +152,7 @@ class LBQNAS(LatentBO):
       "feasible_observed": jnp.asarray(bool(feasible.any())),
       "constraints": [],
       "limits": [],
-      "spread": jnp.asarray(np.maximum(self.ae.predictor_rmse, 0.05), jnp.float32),
+      "spread": jnp.asarray(self._predictor_spread()),
       "log_budget": jnp.asarray(log_budget(ctx)),
     }
     points, _ = acquisition.optimize(
