@@ -308,8 +308,8 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict
   for seed in range(config.num_seeds):
     for setting in config.settings:
       for name in config.strategies_to_run:
-        # The latent strategies' curves differ across machines and library versions; random
-        # search and evolution repeated every recorded curve on other machines.
+        # The latent strategies' curves differ across machines and library versions;
+        # random search and evolution repeated every recorded curve on other machines.
         row = record.lookup(
           recorded,
           version,
@@ -371,9 +371,8 @@ def compare_strategies(config: ml_collections.ConfigDict, workdir: str | Path) -
     ae_config = from_config(ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder")
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  if bases & set(
-    strategies.LATENT_STRATEGIES
-  ):  # train (or load) once, before the workers
+  # Train (or load) the autoencoder once, before the workers.
+  if bases & set(strategies.LATENT_STRATEGIES):
     with user_errors():
       ae_lib.load_or_train(space, ae_config, config.cache_dir)
   start = time.perf_counter()

@@ -68,7 +68,8 @@ class StrategySettings:
   # What the GP's kernel sees: "latent" (the unit-cube codes of the architectures),
   # "tokens" (their one-hot tokens) or "both" (the two side by side, one ARD kernel
   # over the concatenation); None: the strategy's own ("tokens" for both latent_bo and
-  # token_bo: measured better than codes on AnalogNAS-Bench). The pool and trust region stay in the latent space either way.
+  # token_bo: measured better than codes on AnalogNAS-Bench). The pool and trust region
+  # stay in the latent space either way.
   gp_input: str | None = None
 
   def __post_init__(self):
