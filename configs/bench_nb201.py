@@ -27,6 +27,8 @@ def get_config():
       "latent_bo_turbo_tolerance": {"tr_failure_tol": 0},
       "latent_bo_observed_incumbent": {"incumbent": "observed"},
       "latent_bo_no_copula": {"output_transform": "none"},
+      # Latent BO with weighted retraining of the autoencoder every 10 evaluations.
+      "latent_bo_retrained": {"retrain_every": 10},
       # Token BO without its one-token neighbours (candidates from the latent space
       # only) and with latent BO's adaptive trust region.
       "token_bo_no_neighbours": {"strategy": "token_bo", "num_neighbours": 0},

@@ -56,9 +56,11 @@ from nasq.autoencoder.quality import (
 )
 from nasq.autoencoder.train import (
   ArchitectureData,
+  FineTuner,
   loss_fn,
   make_data,
   mmd_imq,
+  rank_weights,
   train,
   training_data,
 )
@@ -71,6 +73,7 @@ __all__ = [
   "ArchitectureData",
   "AutoencoderCacheError",
   "AutoencoderConfig",
+  "FineTuner",
   "NonNegDense",
   "TrainedAutoencoder",
   "TrainingTables",
@@ -87,6 +90,7 @@ __all__ = [
   "option_scores",
   "quality_report",
   "r_squared",
+  "rank_weights",
   "reconstruction",
   "save",
   "train",

@@ -309,6 +309,15 @@ class TrainedAutoencoder:
   def latent_dim(self) -> int:
     return self.model.latent_dim
 
+  def with_params(self, params: PyTree, **fields: Any) -> TrainedAutoencoder:
+    """The same autoencoder with other weights (a fine-tuned copy), sharing this one's
+    compiled encode, decode and predict functions (they take the weights as an
+    argument), so a copy costs no compilation."""
+    copy = dataclasses.replace(self, params=params, **fields)
+    for name in ("tables", "_encode", "_decode", "_predict"):
+      copy.__dict__[name] = getattr(self, name)
+    return copy
+
   @functools.cached_property
   def fingerprint(self) -> str:
     """A hash of the trained weights and cost standardization: two autoencoders with

@@ -71,6 +71,13 @@ class StrategySettings:
   # token_bo: measured better than codes on AnalogNAS-Bench). The pool and trust region
   # stay in the latent space either way.
   gp_input: str | None = None
+  # Weighted retraining (latent_bo): every this many successful evaluations the
+  # autoencoder is trained ``retrain_steps`` more steps on batches half from the space,
+  # half from the evaluated architectures weighted by rank (Tripp et al. 2020's
+  # 1 / (k N + rank), k = ``retrain_k``); 0 = never (the autoencoder stays as trained).
+  retrain_every: int = 0
+  retrain_steps: int = 200
+  retrain_k: float = 0.01
 
   def __post_init__(self):
     gp.check_kernel(self.kernel)
@@ -97,8 +104,15 @@ class StrategySettings:
       raise ValueError(
         f"strategies.num_neighbours must be >= 0, got {self.num_neighbours}"
       )
+    if int(self.retrain_every) < 0:
+      raise ValueError(
+        f"strategies.retrain_every must be >= 0 (0: never), got {self.retrain_every}"
+      )
+    if not self.retrain_k > 0:
+      raise ValueError(f"strategies.retrain_k must be > 0, got {self.retrain_k}")
     for name in (
       "refit_every",
+      "retrain_steps",
       "pool_size",
       "num_anchors",
       "tr_success_tol",

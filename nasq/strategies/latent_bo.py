@@ -15,7 +15,7 @@ import scipy.special
 import scipy.stats
 
 from nasq import acquisition, gp
-from nasq.autoencoder import TrainedAutoencoder
+from nasq.autoencoder import FineTuner, TrainedAutoencoder, rank_weights
 from nasq.costs import Budget
 from nasq.history import History
 from nasq.spaces import one_hot
@@ -155,6 +155,12 @@ class LatentBO:
   7. Nothing new and feasible: the box is widened 2x, then 4x, then the random
      fallback.
 
+  With ``retrain_every`` = r > 0 (weighted retraining, Tripp et al. 2020; off by
+  default), steps 4-6 encode and decode with the autoencoder retrained after every r
+  successful evaluations (``_autoencoder_for``: ``retrain_steps`` steps from the trained
+  weights, half of each batch from the evaluated architectures weighted by rank); the
+  ``feasibility='pof'`` ablation keeps the trained cost predictor.
+
   The box follows TuRBO's rules (``trust_region_from_history``), replayed from the
   history: doubled after ``tr_success_tol`` improvements in a row, halved after
   ``tr_failure_tol`` failures in a row (4 here, so it adapts within a search of tens of
@@ -176,7 +182,11 @@ class LatentBO:
       config,
       **{k: v for k, v in self.DEFAULTS.items() if getattr(config, k) is None},
     )
-    self.ae = autoencoder
+    self.ae = self.trained = autoencoder
+    # Weighted retraining: the fine-tuner (made on first use) and the last retrained
+    # autoencoder, by the data it was retrained on.
+    self._tuner: FineTuner | None = None
+    self._retrained: tuple[bytes, TrainedAutoencoder] | None = None
     self.fallback = RandomSearch()
     self.kernel = str(config.kernel)
     self.bound = float(config.latent_bound)
@@ -286,8 +296,38 @@ class LatentBO:
       steps=int(c.map_steps),
     )
 
+  def _autoencoder_for(self, ok: list, budget: Budget) -> TrainedAutoencoder:
+    """The autoencoder a step with the successful records ``ok`` uses: the trained one,
+    or, with ``retrain_every`` = r > 0, the trained one retrained on the first
+    r * floor(len(ok) / r) records (always from the trained weights, so a resumed
+    search retrains to the same weights). Their weights rank the objectives among the
+    feasible records; the infeasible rank last."""
+    every = int(self.config.retrain_every)
+    if every <= 0 or len(ok) < every:
+      return self.trained
+    data = ok[: len(ok) - len(ok) % every]
+    tokens = np.asarray([r.tokens for r in data], np.int32)
+    values = np.array(
+      [r.objective if budget.fits(r.costs) else -np.inf for r in data], np.float64
+    )
+    key = tokens.tobytes() + values.tobytes()
+    if self._retrained is None or self._retrained[0] != key:
+      if self._tuner is None:
+        self._tuner = FineTuner(self.trained, steps=int(self.config.retrain_steps))
+      weights = rank_weights(values, float(self.config.retrain_k))
+      self._retrained = (key, self._tuner(tokens, weights, seed=len(data)))
+    return self._retrained[1]
+
+  def _use(self, ae: TrainedAutoencoder) -> None:
+    """Encode and decode with ``ae`` from now on (codes cached under another are
+    dropped)."""
+    if ae is not self.ae:
+      self.ae = ae
+      self._encode_cache = {}
+
   def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]:
     ok = ctx.history.successful()
+    self._use(self._autoencoder_for(ok, ctx.budget))
     if len(ok) < 2:
       return as_fallback(self.fallback.propose(ctx, key))
     c = self.config

@@ -72,7 +72,11 @@ class LBQNAS(LatentBO):
   def __init__(self, config: StrategySettings, autoencoder: TrainedAutoencoder):
     super().__init__(
       dataclasses.replace(
-        config, gp_input="latent", output_transform="none", incumbent="observed"
+        config,
+        gp_input="latent",
+        output_transform="none",
+        incumbent="observed",
+        retrain_every=0,
       ),
       autoencoder,
     )
@@ -87,6 +91,12 @@ class LBQNAS(LatentBO):
 
     # One function object per strategy: ``optimize`` compiles once per data bucket.
     self.acquisition = log_eic
+    # The last step's inputs and proposals, and the last GP fit by its data: when every
+    # proposal is rejected and nothing new is recorded, the loop asks again with the
+    # same key and history, and gets the same list without a second ascent; rejected
+    # proposals leave the data as it was, so the fit is reused.
+    self._last_step: tuple[bytes, list[Proposal]] | None = None
+    self._last_fit: tuple[bytes, tuple] | None = None
 
   def data(self, ctx: SearchContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(codes [n, d], objectives [n], feasible [n]) in history order (step 2)."""
@@ -120,6 +130,18 @@ class LBQNAS(LatentBO):
     if len(ctx.history.successful()) < 2:
       return as_fallback(self.fallback.propose(ctx, key))
     z, objectives, feasible = self.data(ctx)
+    records = ctx.history.records
+    step = b"".join(
+      [
+        np.asarray(jax.random.key_data(key)).tobytes(),
+        repr((len(records), records[-1].tokens, list(ctx.pending))).encode(),
+        z.tobytes(),
+        objectives.tobytes(),
+        feasible.tobytes(),
+      ]
+    )
+    if self._last_step is not None and self._last_step[0] == step:
+      return list(self._last_step[1])
     proposals: list[Proposal] = []
     for round_ in range(self.max_rounds):
       proposals = self._ascend(
@@ -139,13 +161,17 @@ class LBQNAS(LatentBO):
           z = np.concatenate([z, np.asarray([p.latent], np.float32)])
           objectives = np.r_[objectives, records[i].objective]
           feasible = np.r_[feasible, ctx.budget.fits(records[i].costs)]
+    self._last_step = (step, list(proposals))
     return proposals
 
   def _ascend(self, ctx, key, z, objectives, feasible) -> list[Proposal]:
     """Steps 3-6 on the data (z, objectives, feasible)."""
     u = self._unit(z)
-    fit = self._fit(u, objectives)
-    incumbent, anchors = self._incumbent(fit.posts, u, objectives, feasible)
+    data = u.tobytes() + objectives.tobytes() + feasible.tobytes()
+    if self._last_fit is None or self._last_fit[0] != data:
+      fit = self._fit(u, objectives)
+      self._last_fit = (data, (fit, *self._incumbent(fit.posts, u, objectives, feasible)))
+    fit, incumbent, anchors = self._last_fit[1]
     aux = {
       "objective": self._with_pending(fit, ctx, u, objectives),
       "best": jnp.asarray(incumbent, jnp.float32),
