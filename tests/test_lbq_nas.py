@@ -117,3 +117,26 @@ def test_a_reused_strategy_proposes_as_a_fresh_one(
   reused = shared.propose(contexts[1], jax.random.key(5))
   fresh = LBQNAS(SETTINGS, small_ae).propose(contexts[1], jax.random.key(5))
   assert [p.tokens for p in reused] == [p.tokens for p in fresh]
+
+
+def test_a_repeated_step_returns_the_same_list_without_a_second_ascent(
+  tmp_path, small_ae, make_ctx, run_initial, monkeypatch
+):
+  """The loop asks again with the same key when every proposal was rejected before and
+  nothing new was recorded; the answer is the same list, computed once."""
+  ctx = make_ctx(small_ae, path=tmp_path)
+  run_initial(ctx, jax.random.key(0), 6)
+  strategy = LBQNAS(SETTINGS, small_ae)
+  calls = []
+  ascend = strategy._ascend
+  monkeypatch.setattr(strategy, "_ascend", lambda *a: calls.append(1) or ascend(*a))
+  first = strategy.propose(ctx, jax.random.key(4))
+  assert strategy.propose(ctx, jax.random.key(4)) == first
+  ascents = len(calls)
+  assert 1 <= ascents <= LBQNAS.max_rounds
+  # Another key is another step.
+  other = strategy.propose(ctx, jax.random.key(5))
+  assert len(calls) > ascents
+  assert [p.tokens for p in other] == [
+    p.tokens for p in LBQNAS(SETTINGS, small_ae).propose(ctx, jax.random.key(5))
+  ]
