@@ -10,8 +10,8 @@ the table before the clock starts (a warm-up evaluation on each). Reported: wall
 the 24 evaluations, the ratio (ideal: 2x with 2 cores), and that each history holds 24
 distinct evaluations.
 
-Part ``batch``: latent BO keeping 4 evaluations in flight (kriging believer; the local
-executor simulates 4 equal workers) against sequential latent BO, ``--seeds`` seeds x
+Part ``batch``: token BO keeping 4 evaluations in flight (kriging believer; the local
+executor simulates 4 equal workers) against sequential token BO, ``--seeds`` seeds x
 ``--queries`` queries, unconstrained, configs/bench_nb201.py settings, the same random
 initial design per seed. Reported: best ``qat_accuracy`` found after 25/50/100/150
 evaluations and the regret at the end, mean +- std over seeds. Runs resume from
@@ -104,7 +104,7 @@ def batch(workdir: Path) -> dict:
   arms = {}
   for name, workers in (("sequential", 1), (f"batch{_BATCH.value}", _BATCH.value)):
     config = compare.default_config()
-    config.strategies_to_run = ("latent_bo",)
+    config.strategies_to_run = ("token_bo",)
     config.settings = ("unconstrained",)
     config.num_seeds, config.num_queries = _SEEDS.value, _QUERIES.value
     config.processes = _PROCESSES.value
