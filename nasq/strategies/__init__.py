@@ -36,9 +36,10 @@ from nasq.strategies.base import (
   StrategySettings,
 )
 from nasq.strategies.baselines import RandomSearch, RegularizedEvolution
-from nasq.strategies.latent_bo import LatentBO, TrustRegion, trust_region_from_history
+from nasq.strategies.latent_bo import LatentBO
 from nasq.strategies.lbq_nas import LBQNAS
 from nasq.strategies.token_bo import TokenBO
+from nasq.strategies.trust_region import TrustRegion, trust_region_from_history
 
 
 def make_strategy(
