@@ -325,19 +325,16 @@ class FineTuner:
     chosen_idx = rng.choice(
       len(tokens), (self.steps, bs - half), p=weights / weights.sum()
     )
-    mean, std = ae.target_mean, ae.target_std
-
-    def gather(field: str) -> np.ndarray:
-      return np.concatenate(
-        [getattr(self.base, field)[base_idx], getattr(chosen, field)[chosen_idx]], axis=1
+    # Per step, half the base and half the chosen architectures, every field alike.
+    batches = ArchitectureData(
+      *(
+        np.concatenate(
+          [getattr(self.base, f.name)[base_idx], getattr(chosen, f.name)[chosen_idx]],
+          axis=1,
+        )
+        for f in dataclasses.fields(ArchitectureData)
       )
-
-    batches = {
-      "tokens": jnp.asarray(gather("tokens")),
-      "states": jnp.asarray(gather("states")),
-      "choice": jnp.asarray(gather("choice")),
-      "targets": jnp.asarray((gather("raw_targets") - mean) / std, jnp.float32),
-    }
+    ).batch_arrays(ae.target_mean, ae.target_std)
     params, metrics = self._run(ae.params, batches, jax.random.key(seed))
     metrics = {k: float(v) for k, v in metrics.items()}
     if not math.isfinite(metrics["loss"]):
