@@ -56,6 +56,21 @@ def _plot_front(ax, records: list[Record], cost: str, scale: float, label: str):
   )
 
 
+def accuracy_text(entry: dict[str, Any]) -> str:
+  """A retrained network's test accuracy: the mean, and with several seeds its standard
+  deviation and each seed's (``nasq.runs.final``)."""
+  acc = entry["test_accuracy"]
+  if acc is None:
+    return "failed"
+  each = entry.get("test_accuracies") or [acc]
+  if len(each) < 2:
+    return f"{acc:.4f}"
+  std = entry.get("test_accuracy_std")
+  spread = "" if std is None else f" ± {std:.4f}"
+  listed = ", ".join("failed" if a is None else f"{a:.4f}" for a in each)
+  return f"{acc:.4f}{spread} ({len(each)} seeds: {listed})"
+
+
 def write_report(
   workdir: Path,
   history: History,
@@ -167,7 +182,9 @@ def write_report(
     "",
     "Ranked by the search's validation score (the highest rung first); the delivered "
     "model (`best_checkpoint/`) is the first that retrained successfully, whatever "
-    "the test accuracies: test data gives the final figure only.",
+    "the test accuracies: test data gives the final figure only. With several seeds "
+    "(`final_seeds`) a test accuracy is their mean, each listed, and the checkpoint "
+    "is the first seed's.",
     "",
     "| rank | # | architecture | test accuracy | search objective (rung) | params | "
     "MACs | size (kB) | peak act. (B) |",
@@ -175,7 +192,7 @@ def write_report(
   ]
   for rank, f in enumerate(finals, 1):
     c = f["costs"]
-    acc = "failed" if f["test_accuracy"] is None else f"{f['test_accuracy']:.4f}"
+    acc = accuracy_text(f)
     mark = " (delivered)" if f.get("delivered") else ""
     lines.append(
       f"| {rank}{mark} | {f['index']} | `{f['arch']}` | {acc} | "
@@ -185,11 +202,10 @@ def write_report(
     )
   if reference is not None:
     c = reference["costs"]
-    acc = reference["test_accuracy"]
     lines += [
       "",
       f"Reference (hand-designed, same final recipe): `{reference['arch']}`, test "
-      f"accuracy {'failed' if acc is None else f'{acc:.4f}'}, {c['params']:.0f} "
+      f"accuracy {accuracy_text(reference)}, {c['params']:.0f} "
       f"params, {c['macs']:.0f} MACs, {c['model_size_bits'] / 8000:.2f} kB, peak "
       f"{c['peak_activation_bytes']:.0f} B"
       + ("" if reference["fits_budget"] else " (over the budget)")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from nasq import checkpoints, data, export, models
+from nasq.runs import final as final_lib
 from nasq.runs.train import resolve_architecture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -266,12 +267,25 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist, 
     final[0]["test_accuracy"], abs=1e-6
   )
 
-  # Resume: the same command with the same workdir evaluates nothing again.
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  # Resume: the same command with the same workdir evaluates nothing again; asked for
+  # a second retraining seed, it trains that seed of the best and of the reference only.
+  more = cmd + ["--config.final_seeds=2"]
+  proc = subprocess.run(more, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "resuming: 5 evaluations" in proc.stdout
   assert (workdir / "history.jsonl").read_text().splitlines() == lines
-  assert "retraining the reference" not in proc.stdout  # reference.json kept
+  retrained = [x for x in proc.stdout.splitlines() if x.startswith("retraining")]
+  seeds = [
+    final[0]["seed"] + final_lib.SEED_STRIDE,
+    final_lib.SEED_STRIDE,
+  ]  # best, reference
+  assert [x.rsplit("seed ", 1)[1] for x in retrained] == [f"{s})" for s in seeds]
+  added = (workdir / "final.jsonl").read_text().splitlines()[1:]
+  assert [json.loads(x)["replicate"] for x in added] == [1]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert len(summary["final"][0]["test_accuracies"]) == 2
+  assert summary["reference"]["seeds"] == [0, final_lib.SEED_STRIDE]
+  assert "(2 seeds: " in (workdir / "report.md").read_text()
   # Another configuration in the same workdir is refused, naming what differs.
   bad = cmd + ["--config.weight_bits=8"]
   proc = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -82,6 +82,8 @@ class SearchSettings:
       )
     if config.num_final < 0:
       raise ValueError(f"num_final must be >= 0, got {config.num_final}")
+    if int(config.final_seeds) < 1:
+      raise ValueError(f"final_seeds must be >= 1, got {config.final_seeds}")
     return cls(
       space=space_from_config(config.space),
       budget=from_config(Budget, config.budget, "budget"),
@@ -304,6 +306,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
     settings.final_data,
     settings.final_train,
     config.num_final,
+    config.final_seeds,
   )
   reference = None
   if config.reference:
@@ -317,6 +320,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
         settings.final_data,
         settings.final_train,
         config.seed,
+        config.final_seeds,
       )
   summary = report.write_report(
     workdir,
@@ -445,6 +449,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_initial = 10  # Feasible random architectures evaluated first (every strategy).
   c.num_evaluations = 40  # Total trained candidates, initial design included.
   c.num_final = 2  # Best feasible candidates retrained with final_train.
+  # Seeds each of them (and the reference) is retrained with; the test accuracy is
+  # their mean. Raising it on a finished search trains only the missing seeds.
+  c.final_seeds = 1
   # A hand-designed network retrained with final_train beside them, for comparison: a
   # name of nasq.spaces.macro.REFERENCE_NETWORKS or a macro string; "" = none.
   c.reference = ""

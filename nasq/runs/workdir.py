@@ -16,8 +16,15 @@ class ConfigMismatchError(ValueError):
 
 # Fields that may change between runs of one search, at any depth: presentation
 # (progress bars) and execution (resume a search begun on one machine with more
-# workers, or on a cluster; export or not; where compiled programs are cached).
-RESUME_IGNORED = ("progress", "executor", "export", "compilation_cache_dir")
+# workers, or on a cluster; export or not; where compiled programs are cached; how many
+# seeds the finalists are retrained with, which adds retrainings and changes no search).
+RESUME_IGNORED = (
+  "progress",
+  "executor",
+  "export",
+  "compilation_cache_dir",
+  "final_seeds",
+)
 
 
 def _comparable(saved: Any, current: Any, defaults: Any) -> Any:

@@ -3,8 +3,9 @@
 import json
 
 import numpy as np
+import pytest
 
-from nasq import checkpoints, data, evaluators
+from nasq import checkpoints, data, evaluators, report
 from nasq.costs import Budget, compute_costs
 from nasq.history import History, Record
 from nasq.quant import QuantConfig
@@ -84,3 +85,131 @@ def test_the_delivered_model_is_chosen_by_validation_never_by_test(
     num_final=2,
   )
   assert again == finals
+
+
+def _one_candidate_history(tmp_path, text="conv3:s1:c4"):
+  space = macro.space_for_string(text, (28, 28, 1), 10)
+  arch = space.parse(text)
+  history = History.open(tmp_path / "search")
+  history.append(
+    Record(
+      0,
+      "ok",
+      "initial",
+      text,
+      tuple(int(t) for t in space.encode(arch)),
+      compute_costs(arch, 4).summary(),
+      objective=0.9,
+      metrics={"val_accuracy": 0.9},
+      seed=7,
+    )
+  )
+  return space, history
+
+
+class SeededEvaluator:
+  """Test accuracy a function of the seed; records each call."""
+
+  calls = []
+
+  def __init__(self, dataset, config, quant):
+    assert config.final
+
+  def __call__(self, arch, seed, keep_variables=False):
+    SeededEvaluator.calls.append((arch.to_string(), seed, keep_variables))
+    variables = {"params": {"w": np.full(3, seed, np.float32)}}
+    metrics = {"test_accuracy": 0.5 + 0.1 * (seed // final.SEED_STRIDE)}
+    return evaluators.Evaluation("ok", metrics, 2.0, "", variables)
+
+
+def test_more_seeds_on_a_finished_retraining_train_only_the_missing_ones(
+  tmp_path, fake_fashion_mnist, monkeypatch
+):
+  """A final.jsonl written with one seed (before replicates existed: no replicate
+  field), then retrained with 3: two retrainings, at seed + k * SEED_STRIDE, the mean
+  and each seed reported, the delivered checkpoint still replicate 0's."""
+  fake_fashion_mnist(tmp_path, n_train=200, n_test=40)
+  space, history = _one_candidate_history(tmp_path)
+  monkeypatch.setattr(evaluators, "QATEvaluator", SeededEvaluator)
+  SeededEvaluator.calls = []
+  workdir = tmp_path / "search"
+  args = (
+    workdir,
+    history,
+    space,
+    Budget(),
+    QuantConfig(4),
+    data.DataConfig(data_dir=str(tmp_path), val_size=50),
+    TrainConfig(epochs=1, batch_size=50),
+  )
+  (one,) = final.retrain_best(*args, num_final=1)
+  assert SeededEvaluator.calls == [("conv3:s1:c4", 7, True)]
+  assert one["test_accuracy"] == 0.5 and one["test_accuracies"] == [0.5]
+  # The line as an older nasq wrote it.
+  line = json.loads((workdir / "final.jsonl").read_text())
+  del line["replicate"], line["seed"]
+  (workdir / "final.jsonl").write_text(json.dumps(line) + "\n")
+  (three,) = final.retrain_best(*args, num_final=1, num_seeds=3)
+  stride = final.SEED_STRIDE
+  assert SeededEvaluator.calls[1:] == [
+    ("conv3:s1:c4", 7 + stride, False),
+    ("conv3:s1:c4", 7 + 2 * stride, False),
+  ]
+  assert three["seeds"] == [7, 7 + stride, 7 + 2 * stride]
+  assert three["test_accuracies"] == pytest.approx([0.5, 0.6, 0.7])
+  assert three["test_accuracy"] == pytest.approx(0.6)
+  assert three["test_accuracy_std"] == pytest.approx(0.1)
+  assert three["delivered"] and three["seconds"] == 6.0
+  like = {"params": {"w": np.zeros(3, np.float32)}}
+  restored = checkpoints.load_checkpoint(str(workdir / "best_checkpoint"), like)
+  assert float(restored["params"]["w"][0]) == 7  # replicate 0's weights
+  assert report.accuracy_text(three) == (
+    "0.6000 ± 0.1000 (3 seeds: 0.5000, 0.6000, 0.7000)"
+  )
+  # Resumed again: nothing retrains; fewer seeds asked report the first ones.
+  assert final.retrain_best(*args, num_final=1, num_seeds=3) == [three]
+  (two,) = final.retrain_best(*args, num_final=1, num_seeds=2)
+  assert two["test_accuracies"] == pytest.approx([0.5, 0.6])
+  assert len(SeededEvaluator.calls) == 3
+
+
+def test_the_reference_gains_seeds_from_an_older_single_seed_file(
+  tmp_path, fake_fashion_mnist, monkeypatch
+):
+  fake_fashion_mnist(tmp_path, n_train=200, n_test=40)
+  space, _ = _one_candidate_history(tmp_path)
+  monkeypatch.setattr(evaluators, "QATEvaluator", SeededEvaluator)
+  SeededEvaluator.calls = []
+  workdir = tmp_path / "search"
+  workdir.mkdir(exist_ok=True)
+  args = (
+    workdir,
+    "conv3:s2:c4",
+    space,
+    Budget(),
+    QuantConfig(4),
+    data.DataConfig(data_dir=str(tmp_path), val_size=50),
+    TrainConfig(epochs=1, batch_size=50),
+    3,
+  )
+  # reference.json as an older nasq wrote it: one training, no replicates.
+  arch = final.resolve_reference("conv3:s2:c4", space)
+  old = {
+    "name": "conv3:s2:c4",
+    "arch": arch.to_string(),
+    "status": "ok",
+    "test_accuracy": 0.5,
+    "seconds": 2.0,
+    "costs": compute_costs(arch, 4).summary(),
+    "fits_budget": True,
+  }
+  (workdir / "reference.json").write_text(json.dumps(old))
+  assert final.retrain_reference(*args)["test_accuracy"] == 0.5  # one seed: as saved
+  assert SeededEvaluator.calls == []
+  entry = final.retrain_reference(*args, num_seeds=2)
+  assert SeededEvaluator.calls == [(arch.to_string(), 3 + final.SEED_STRIDE, False)]
+  assert entry["seeds"] == [3, 3 + final.SEED_STRIDE]
+  assert entry["test_accuracy"] == pytest.approx(0.55)
+  assert json.loads((workdir / "reference.json").read_text()) == entry
+  assert final.retrain_reference(*args, num_seeds=2) == entry  # nothing retrains
+  assert len(SeededEvaluator.calls) == 1

@@ -26,6 +26,7 @@ def test_every_section_becomes_typed_settings():
     ("strategy", "grid", "strategy must be one of"),
     ("weight_bits", 12, "weight_bits"),
     ("num_initial", 0, "need 1 <= num_initial <= num_evaluations"),
+    ("final_seeds", 0, "final_seeds must be >= 1"),
     ("train.optimizer", "lbfgs", "train.optimizer must be one of"),
     ("budget.macs", -1.0, "budget.macs must be > 0 or None"),
     ("executor.kind", "dask", "executor.kind must be one of"),
@@ -112,6 +113,7 @@ def test_a_workdir_from_before_a_new_field_resumes_at_its_default(tmp_path):
   config.final_train.progress = not config.final_train.progress
   config.executor.num_workers = 2
   config.compilation_cache_dir = ""
+  config.final_seeds = 3  # more retraining seeds on a finished search
   assert check()
   config.reference = "fmnist_ref"
   with pytest.raises(search.ConfigMismatchError, match=r"\['reference'\]"):
