@@ -83,7 +83,7 @@ def test_bit_width_sweep_draws_the_combined_front(tmp_path, fake_fashion_mnist):
     )
 
 
-@pytest.mark.parametrize("name", ["fmnist_mcu", "fmnist_8kb"])
+@pytest.mark.parametrize("name", ["fmnist_mcu", "fmnist_8kb", "fmnist_mcu_mixed"])
 def test_the_flagship_configs_are_valid_and_their_budgets_reachable(name):
   config = importlib.import_module(f"configs.{name}").get_config()
   settings = search.SearchSettings.from_config(config)
@@ -95,6 +95,10 @@ def test_the_flagship_configs_are_valid_and_their_budgets_reachable(name):
   assert promotion.num_planned(config.num_evaluations, settings.promotion) == [20]
   assert settings.data.train_size == 12_000
   assert config.export and settings.final_train.epochs == 15
+  if name == "fmnist_mcu_mixed":  # the uniform flagship's search, per-layer bits
+    mcu = importlib.import_module("configs.fmnist_mcu").get_config()
+    assert tuple(settings.space.weight_bits_choices) == (2, 4, 8)
+    assert (config.num_evaluations, config.budget) == (mcu.num_evaluations, mcu.budget)
   if config.reference:
     arch = final.resolve_reference(config.reference, space)
     assert settings.budget.fits(costs.compute_costs(arch, 4).summary())
