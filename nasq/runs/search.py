@@ -297,10 +297,21 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
   _promote(settings, space, history, writer, config.progress)
   search_seconds = time.perf_counter() - start
 
-  # Seed by seed (each call trains only what is missing), the reference, the cheap
-  # yardstick, before the finalists: a run stopped part way leaves whole seeds.
+  # Seed by seed (each call trains only what is missing): a run stopped part way
+  # leaves whole seeds of the finalists and the reference.
   finals, reference = [], None
   for num_seeds in range(1, int(config.final_seeds) + 1):
+    finals = final_lib.retrain_best(
+      workdir,
+      history,
+      space,
+      budget,
+      settings.quantization,
+      settings.final_data,
+      settings.final_train,
+      config.num_final,
+      num_seeds,
+    )
     if config.reference:
       with user_errors():
         reference = final_lib.retrain_reference(
@@ -314,17 +325,6 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
           config.seed,
           num_seeds,
         )
-    finals = final_lib.retrain_best(
-      workdir,
-      history,
-      space,
-      budget,
-      settings.quantization,
-      settings.final_data,
-      settings.final_train,
-      config.num_final,
-      num_seeds,
-    )
   summary = report.write_report(
     workdir,
     history,
