@@ -1,13 +1,13 @@
 """After the search: retrain the best candidates, and a hand-designed reference with the
 same recipe, on train+validation; report test accuracy. Both resumable.
 
-Each network may be retrained with several seeds (``num_seeds``, the search config's
-``final_seeds``), so a difference between a found network and the reference can be read
-against the seeds' spread: replicate 0 trains with the candidate's own seed (the
-reference's: the search's), replicate k with that seed + k * ``SEED_STRIDE``. The
-delivered checkpoint is always replicate 0's; the reported test accuracy is the mean
-over the replicates that trained, each listed beside it. Raising ``final_seeds`` on a
-finished search trains only the missing replicates."""
+The delivered network and the reference may be retrained with several seeds (the search
+config's ``final_seeds``), so the difference between them can be read against the
+seeds' spread; the other finalists are retrained once beside them. The first retraining
+uses the candidate's own seed (the reference's: the search's), the k-th further one that
+seed + k * ``SEED_STRIDE``. The delivered checkpoint is the first retraining's; the
+reported test accuracy is the mean over every retraining that succeeded, each listed.
+Raising ``final_seeds`` on a finished search trains only the missing seeds."""
 
 from __future__ import annotations
 
@@ -61,15 +61,16 @@ def retrain_best(
   num_seeds: int = 1,
 ) -> list[dict[str, Any]]:
   """Retrains the ``num_final`` best feasible architectures on train+validation with
-  ``train_config``, ``num_seeds`` times each, and reports their test accuracy (the mean
-  over seeds; ``test_accuracies`` lists each). Resumable via ``final.jsonl`` (one line per
-  retraining; replicate 0 of every candidate first).
+  ``train_config`` and reports their test accuracy; the delivered one is retrained
+  ``num_seeds`` times in all (its test accuracy the mean, ``test_accuracies`` each), the
+  others once beside it. Resumable via ``final.jsonl`` (one line per retraining; every
+  candidate's first retraining before the delivered one's further seeds).
 
   The delivered model (``best_checkpoint``, ``best_architecture.txt``) is chosen by
   the search's validation score, never by test accuracy: the highest-ranked candidate
   (``promotion.ranked_for_retraining``: highest fidelity first, then objective) whose
-  retraining (replicate 0) succeeded. Its mean test accuracy is the final figure; the
-  other candidates' are reported beside it, not used to choose.
+  first retraining succeeded. Its mean test accuracy is the final figure; the other
+  candidates' are reported beside it, not used to choose.
   """
   path = workdir / "final.jsonl"
   done = []
@@ -83,20 +84,29 @@ def retrain_best(
   chosen = promotion_lib.ranked_for_retraining(history, budget)[:num_final]
   # Lines written before replicates existed are replicate 0, at the record's seed.
   finished = {(d["index"], d.get("replicate", 0)): d for d in done}
-  wanted = [(k, r) for k in range(num_seeds) for r in chosen]
-  if any((r.index, k) not in finished for k, r in wanted):
-    _retrain_missing(
-      workdir, path, space, quant, data_config, train_config, chosen, wanted, finished
-    )
-  return [
-    _candidate_summary(r, finished, num_seeds) for r in chosen if (r.index, 0) in finished
-  ]
+  retrain = _Retrainer(workdir, space, quant, data_config, train_config)
+  ranks = {r.index: rank for rank, r in enumerate(chosen, 1)}
+  for r in chosen:
+    if (r.index, 0) not in finished:
+      delivered = _delivered(chosen, finished) is None
+      finished[(r.index, 0)] = retrain(r, 0, ranks[r.index], deliver=delivered)
+  best = _delivered(chosen, finished)
+  for k in range(1, num_seeds if best is not None else 0):
+    if (best.index, k) not in finished:
+      finished[(best.index, k)] = retrain(best, k, ranks[best.index], deliver=False)
+  return [_candidate_summary(r, finished) for r in chosen if (r.index, 0) in finished]
 
 
-def _candidate_summary(r, finished: dict, num_seeds: int) -> dict[str, Any]:
-  """A candidate's replicate-0 line, its test accuracy the mean over its replicates
-  (``seconds``: all of its retrainings)."""
-  entries = [finished[(r.index, k)] for k in range(num_seeds) if (r.index, k) in finished]
+def _delivered(chosen, finished):
+  """The first chosen candidate whose first retraining succeeded, or None."""
+  ok = lambda r: finished.get((r.index, 0), {}).get("status") == STATUS_OK  # noqa: E731
+  return next((r for r in chosen if ok(r)), None)
+
+
+def _candidate_summary(r, finished: dict) -> dict[str, Any]:
+  """A candidate's first retraining's line, its test accuracy the mean over its
+  retrainings (``seconds``: all of them)."""
+  entries = [finished[(i, k)] for i, k in sorted(finished) if i == r.index]
   replicates = [
     {
       "seed": e.get("seed", replicate_seed(r.seed, e.get("replicate", 0))),
@@ -108,36 +118,33 @@ def _candidate_summary(r, finished: dict, num_seeds: int) -> dict[str, Any]:
   return first | {"seconds": sum(e["seconds"] for e in entries)} | _aggregate(replicates)
 
 
-def _retrain_missing(
-  workdir, path, space, quant, data_config, train_config, chosen, wanted, finished
-) -> None:
-  train_config = dataclasses.replace(train_config, final=True)
-  dataset = data_lib.load_dataset(data_config)
-  evaluate = evaluators.QATEvaluator(dataset, train_config, quant)
-  # The model already delivered: the first chosen candidate whose replicate 0 retrained.
-  delivered = next(
-    (
-      r.index for r in chosen if finished.get((r.index, 0), {}).get("status") == STATUS_OK
-    ),
-    None,
-  )
-  rank_of = {r.index: rank for rank, r in enumerate(chosen, 1)}
-  for k, r in wanted:
-    if (r.index, k) in finished:
-      continue
-    if k > 0 and (r.index, 0) not in finished:
-      continue  # replicate 0 comes first (it may be the delivered model)
-    seed = replicate_seed(r.seed, k)
+class _Retrainer:
+  """Retrains one candidate (one seed) and appends its line to ``final.jsonl``; the
+  delivered one's first retraining also saves ``best_checkpoint``. Loads the data on
+  first use, so a resumed run with nothing left to train loads nothing."""
+
+  def __init__(self, workdir, space, quant, data_config, train_config):
+    self.workdir, self.space, self.quant = workdir, space, quant
+    self.data_config = data_config
+    self.train_config = dataclasses.replace(train_config, final=True)
+    self.dataset = self.evaluate = None
+
+  def __call__(self, r, replicate: int, rank: int, deliver: bool) -> dict[str, Any]:
+    if self.evaluate is None:
+      self.dataset = data_lib.load_dataset(self.data_config)
+      self.evaluate = evaluators.QATEvaluator(self.dataset, self.train_config, self.quant)
+    seed = replicate_seed(r.seed, replicate)
     print(
-      f"retraining #{r.index} {r.arch} on train+validation ({train_config.epochs} "
-      f"epochs, seed {seed})"
+      f"retraining #{r.index} {r.arch} on train+validation "
+      f"({self.train_config.epochs} epochs, seed {seed})"
     )
-    result = evaluate(space.decode(r.tokens), seed, k == 0)
+    arch = self.space.decode(r.tokens)
+    result = self.evaluate(arch, seed, replicate == 0)
     entry = {
       "index": r.index,
-      "replicate": k,
+      "replicate": replicate,
       "seed": seed,
-      "rank": rank_of[r.index],
+      "rank": rank,
       "arch": r.arch,
       "search_objective": r.objective,
       "fidelity": r.fidelity,
@@ -145,23 +152,20 @@ def _retrain_missing(
       "test_accuracy": result.metrics.get("test_accuracy"),
       "seconds": result.seconds,
       "costs": r.costs,
-      "delivered": False,
+      "delivered": deliver and result.status == STATUS_OK,
     }
-    if k == 0 and result.status == STATUS_OK and delivered is None:
-      delivered = r.index
-      entry["delivered"] = True
-      arch = space.decode(r.tokens)
+    if entry["delivered"]:
       checkpoints.save_checkpoint(
-        str(workdir / "best_checkpoint"),
+        str(self.workdir / "best_checkpoint"),
         result.variables,
-        checkpoints.model_meta(arch, quant, dataset)
+        checkpoints.model_meta(arch, self.quant, self.dataset)
         | {"selected_by": "search validation score (rank 1 of the retrained)"},
       )
-      (workdir / "best_architecture.txt").write_text(r.arch + "\n")
-    with open(path, "a") as f:
+      (self.workdir / "best_architecture.txt").write_text(r.arch + "\n")
+    with open(self.workdir / "final.jsonl", "a") as f:
       f.write(json.dumps(entry) + "\n")
       f.flush()
-    finished[(r.index, k)] = entry
+    return entry
 
 
 def resolve_reference(reference: str, space: SearchSpace) -> macro.MacroArchitecture:
@@ -235,7 +239,7 @@ def retrain_reference(
       }
     )
     _write_reference(path, reference, arch, c, budget, replicates)
-  return _reference_entry(reference, arch, c, budget, replicates[:num_seeds])
+  return _reference_entry(reference, arch, c, budget, replicates)
 
 
 def _reference_entry(reference, arch, costs, budget, replicates) -> dict[str, Any]:

@@ -452,8 +452,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_initial = 10  # Feasible random architectures evaluated first (every strategy).
   c.num_evaluations = 40  # Total trained candidates, initial design included.
   c.num_final = 2  # Best feasible candidates retrained with final_train.
-  # Seeds each of them (and the reference) is retrained with; the test accuracy is
-  # their mean. Raising it on a finished search trains only the missing seeds.
+  # Seeds the delivered one and the reference are retrained with (the other finalists
+  # once); their test accuracy is the mean. Raised on a finished search, only the
+  # missing seeds train.
   c.final_seeds = 1
   # A hand-designed network retrained with final_train beside them, for comparison: a
   # name of nasq.spaces.macro.REFERENCE_NETWORKS or a macro string; "" = none.

@@ -87,23 +87,25 @@ def test_the_delivered_model_is_chosen_by_validation_never_by_test(
   assert again == finals
 
 
-def _one_candidate_history(tmp_path, text="conv3:s1:c4"):
-  space = macro.space_for_string(text, (28, 28, 1), 10)
-  arch = space.parse(text)
+def _history(tmp_path, texts=("conv3:s1:c4",)):
+  """Candidates ranked in the order given (validation 0.9, 0.8, ...), seeds 7, 8, ..."""
+  space = macro.space_for_string(" ".join(texts), (28, 28, 1), 10)
   history = History.open(tmp_path / "search")
-  history.append(
-    Record(
-      0,
-      "ok",
-      "initial",
-      text,
-      tuple(int(t) for t in space.encode(arch)),
-      compute_costs(arch, 4).summary(),
-      objective=0.9,
-      metrics={"val_accuracy": 0.9},
-      seed=7,
+  for i, text in enumerate(texts):
+    arch = space.parse(text)
+    history.append(
+      Record(
+        i,
+        "ok",
+        "initial",
+        text,
+        tuple(int(t) for t in space.encode(arch)),
+        compute_costs(arch, 4).summary(),
+        objective=0.9 - 0.1 * i,
+        metrics={"val_accuracy": 0.9 - 0.1 * i},
+        seed=7 + i,
+      )
     )
-  )
   return space, history
 
 
@@ -129,7 +131,7 @@ def test_more_seeds_on_a_finished_retraining_train_only_the_missing_ones(
   field), then retrained with 3: two retrainings, at seed + k * SEED_STRIDE, the mean
   and each seed reported, the delivered checkpoint still replicate 0's."""
   fake_fashion_mnist(tmp_path, n_train=200, n_test=40)
-  space, history = _one_candidate_history(tmp_path)
+  space, history = _history(tmp_path)
   monkeypatch.setattr(evaluators, "QATEvaluator", SeededEvaluator)
   SeededEvaluator.calls = []
   workdir = tmp_path / "search"
@@ -166,18 +168,46 @@ def test_more_seeds_on_a_finished_retraining_train_only_the_missing_ones(
   assert report.accuracy_text(three) == (
     "0.6000 ± 0.1000 (3 seeds: 0.5000, 0.6000, 0.7000)"
   )
-  # Resumed again: nothing retrains; fewer seeds asked report the first ones.
+  # Resumed again: nothing retrains.
   assert final.retrain_best(*args, num_final=1, num_seeds=3) == [three]
-  (two,) = final.retrain_best(*args, num_final=1, num_seeds=2)
-  assert two["test_accuracies"] == pytest.approx([0.5, 0.6])
   assert len(SeededEvaluator.calls) == 3
+
+
+def test_only_the_delivered_candidate_is_retrained_with_further_seeds(
+  tmp_path, fake_fashion_mnist, monkeypatch
+):
+  """Two finalists, 2 seeds: both once (in rank order), then the delivered one again."""
+  fake_fashion_mnist(tmp_path, n_train=200, n_test=40)
+  space, history = _history(tmp_path, ("conv3:s1:c4", "conv3:s1:c8"))
+  monkeypatch.setattr(evaluators, "QATEvaluator", SeededEvaluator)
+  SeededEvaluator.calls = []
+  best, runner_up = final.retrain_best(
+    tmp_path / "search",
+    history,
+    space,
+    Budget(),
+    QuantConfig(4),
+    data.DataConfig(data_dir=str(tmp_path), val_size=50),
+    TrainConfig(epochs=1, batch_size=50),
+    num_final=2,
+    num_seeds=2,
+  )
+  stride = final.SEED_STRIDE
+  assert SeededEvaluator.calls == [
+    ("conv3:s1:c4", 7, True),
+    ("conv3:s1:c8", 8, True),
+    ("conv3:s1:c4", 7 + stride, False),
+  ]
+  assert best["delivered"] and best["seeds"] == [7, 7 + stride]
+  assert not runner_up["delivered"] and runner_up["seeds"] == [8]
+  assert runner_up["test_accuracy"] == 0.5 and runner_up["test_accuracy_std"] is None
 
 
 def test_the_reference_gains_seeds_from_an_older_single_seed_file(
   tmp_path, fake_fashion_mnist, monkeypatch
 ):
   fake_fashion_mnist(tmp_path, n_train=200, n_test=40)
-  space, _ = _one_candidate_history(tmp_path)
+  space, _ = _history(tmp_path)
   monkeypatch.setattr(evaluators, "QATEvaluator", SeededEvaluator)
   SeededEvaluator.calls = []
   workdir = tmp_path / "search"
