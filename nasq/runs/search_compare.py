@@ -6,9 +6,11 @@ strategy in
 ``config.compare_strategies`` and seed in ``config.compare_seeds``, into
 ``workdir/<strategy>/seed<k>``. Each is a ``run_search``, so a rerun resumes every one of
 them. A seed's searches share their initial design: it is drawn from the seed alone, and
-each candidate trains with seed + record index, so the initial records must match
-across strategies, architecture and score; ``summarize`` checks that and refuses a
-comparison whose designs differ.
+each candidate trains with seed + record index, so the initial records are the same for
+every strategy, architecture and score. It is trained once, by the seed's first search,
+and copied into the others' workdirs before they start (``share_initial_design``);
+``summarize`` still refuses a comparison whose designs differ (workdirs filled
+otherwise).
 
 The table (``search_table.md``) gives, per seed and strategy, the best validation score,
 the mean score of the initial design and of the strategy's own proposals, and how many
@@ -26,7 +28,7 @@ from typing import Any
 import ml_collections
 
 from nasq import strategies as strategies_lib
-from nasq.history import History, attribution
+from nasq.history import EVALUATED, History, attribution
 from nasq.runs import search
 from nasq.runs.config import user_errors
 
@@ -162,6 +164,29 @@ def origins_table(rows: dict[str, Any], strategies: tuple[str, ...]) -> list[str
   return lines
 
 
+def share_initial_design(source: Path, target: Path, num_initial: int) -> bool:
+  """Copies ``source``'s initial design (its history's records before the first
+  proposal, ``num_initial`` evaluations among them) into ``target``, a workdir not begun
+  yet, so a seed's design is trained once for all strategies. The records are those the
+  target's search would compute (the design and each candidate's training seed depend on
+  the seed alone); the target's search then resumes after them. Returns whether it
+  copied."""
+  if (target / History.FILENAME).exists() or not (source / History.FILENAME).exists():
+    return False
+  records = History.open(source).records
+  design = []
+  for r in records:
+    if r.source != "initial":
+      break
+    design.append(r)
+  if sum(r.status in EVALUATED for r in design) < num_initial:
+    return False  # the source's design is not finished
+  history = History.open(target)
+  for r in design:
+    history.append(r)
+  return True
+
+
 def compare_searches(config: ml_collections.ConfigDict, workdir: str | Path):
   """Runs (or resumes) every (strategy, seed) search, then writes the table."""
   workdir = Path(workdir)
@@ -180,6 +205,10 @@ def compare_searches(config: ml_collections.ConfigDict, workdir: str | Path):
     for strategy in strategies:
       sub = workdir / strategy / f"seed{seed}"
       start = time.perf_counter()
+      for other in strategies:  # the seed's initial design, trained once
+        if share_initial_design(workdir / other / f"seed{seed}", sub, config.num_initial):
+          print(f"=== the initial design of seed {seed} copied from {other}", flush=True)
+          break
       print(f"=== {strategy}, seed {seed} -> {sub}", flush=True)
       search.run_search(_search_config(config, strategy, seed), sub)
       histories[(strategy, seed)] = History.open(sub)

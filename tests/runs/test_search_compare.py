@@ -48,6 +48,29 @@ def test_searches_share_their_initial_design_and_resume(tmp_path, fake_fashion_m
   assert len(sizes) == 4
   search_compare.compare_searches(config, tmp_path / "cmp")  # resumes: nothing new
   assert {p: p.stat().st_size for p in sizes} == sizes
+  # Evolution's design was copied from random's, and is what evolution's own search,
+  # alone, trains: the same architectures, training seeds and scores.
+  solo = tmp_path / "solo"
+  search.run_search(search_compare._search_config(config, "evolution", 1), solo)
+  initial = lambda h: [  # noqa: E731
+    (r.tokens, r.seed, r.objective) for r in History.open(h) if r.source == "initial"
+  ]
+  copied = tmp_path / "cmp" / "evolution" / "seed1"
+  assert initial(solo) == initial(copied) == initial(tmp_path / "cmp/random/seed1")
+  assert len(initial(solo)) == 2
+
+
+def test_an_unfinished_design_is_not_shared(tmp_path):
+  source, target = tmp_path / "a", tmp_path / "b"
+  h = History.open(source)
+  h.append(_record(0, "initial", (1, 2), 0.5))
+  assert not search_compare.share_initial_design(source, target, num_initial=2)
+  assert not (target / "history.jsonl").exists()
+  h.append(_record(1, "initial", (2, 2), 0.6))
+  h.append(_record(2, "random", (3, 2), 0.7))
+  assert search_compare.share_initial_design(source, target, num_initial=2)
+  assert [r.index for r in History.open(target)] == [0, 1]  # the design, no proposal
+  assert not search_compare.share_initial_design(source, target, num_initial=2)
 
 
 def _record(index, source, tokens, objective):
