@@ -4,10 +4,17 @@ r"""The default search (``configs/default.py``) once per strategy and seed, pair
       --workdir=/tmp/nasq_compare
 
 Latent BO, token BO, random search and regularized evolution, seeds 0, 1, 2: twelve
-searches of 20
-evaluations (8 shared random initial candidates, 12 proposed), 7-10 minutes each on
-2 CPU cores (the default search's own part took 7.0 minutes at commit 67c2c57); no retraining (``num_final = 0``): the comparison is over the searches' own
-validation scores. Rerunning with the same workdir resumes every search.
+searches of 20 evaluations (8 shared random initial candidates, 12 proposed), each
+candidate trained 1 epoch on 12,000 images. A seed's initial design is trained once, by
+its first search, and copied into the others' workdirs (the same records each would
+compute). No retraining (``num_final = 0``): the comparison is over the searches' own
+validation scores. Only the default's rival and latent BO (the latent-space search's
+question, in the benchmarks README):
+
+  python experiments/benchmarks/search_strategies.py --config=configs/compare_search.py \
+      --config.compare_strategies="('latent_bo','token_bo')" --workdir=/tmp/nasq_compare
+
+Rerunning with the same workdir resumes every search.
 """
 
 import importlib.util
