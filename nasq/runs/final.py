@@ -49,6 +49,34 @@ def _aggregate(replicates: list[dict[str, Any]]) -> dict[str, Any]:
   }
 
 
+def retrain_finalists(
+  workdir: Path,
+  history: History,
+  space: SearchSpace,
+  budget: Budget,
+  quant: QuantConfig,
+  data_config: data_lib.DataConfig,
+  train_config: train_lib.TrainConfig,
+  *,
+  num_final: int,
+  reference: str,
+  seed: int,
+  num_seeds: int = 1,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+  """``retrain_best`` and, if ``reference`` names one, ``retrain_reference``, seed by
+  seed (each call trains only what is missing): a run stopped part way leaves whole
+  seeds of the finalists and the reference. Returns (finalists, reference or None)."""
+  finals, entry = [], None
+  args = (workdir, history, space, budget, quant, data_config, train_config)
+  for n in range(1, num_seeds + 1):
+    finals = retrain_best(*args, num_final, n)
+    if reference:
+      entry = retrain_reference(
+        workdir, reference, space, budget, quant, data_config, train_config, seed, n
+      )
+  return finals, entry
+
+
 def retrain_best(
   workdir: Path,
   history: History,

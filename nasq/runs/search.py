@@ -297,11 +297,8 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
   _promote(settings, space, history, writer, config.progress)
   search_seconds = time.perf_counter() - start
 
-  # Seed by seed (each call trains only what is missing): a run stopped part way
-  # leaves whole seeds of the finalists and the reference.
-  finals, reference = [], None
-  for num_seeds in range(1, int(config.final_seeds) + 1):
-    finals = final_lib.retrain_best(
+  with user_errors():  # the reference (checked before any work) by name or string
+    finals, reference = final_lib.retrain_finalists(
       workdir,
       history,
       space,
@@ -309,22 +306,11 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
       settings.quantization,
       settings.final_data,
       settings.final_train,
-      config.num_final,
-      num_seeds,
+      num_final=config.num_final,
+      reference=config.reference,
+      seed=config.seed,
+      num_seeds=int(config.final_seeds),
     )
-    if config.reference:
-      with user_errors():
-        reference = final_lib.retrain_reference(
-          workdir,
-          config.reference,
-          space,
-          budget,
-          settings.quantization,
-          settings.final_data,
-          settings.final_train,
-          config.seed,
-          num_seeds,
-        )
   summary = report.write_report(
     workdir,
     history,
