@@ -17,18 +17,11 @@ question, in the benchmarks README):
 Rerunning with the same workdir resumes every search.
 """
 
-import importlib.util
-from pathlib import Path
-
 from nasq.runs import search_compare
+from nasq.runs.config import sibling_config
 
 
 def get_config():
-  # Config files are loaded by path, not as a package: load the sibling the same way.
-  path = Path(__file__).with_name("default.py")
-  spec = importlib.util.spec_from_file_location("default", path)
-  default = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(default)
-  config = default.get_config()
+  config = sibling_config(__file__, "default.py")
   config.num_final = 0
   return search_compare.add_fields(config)

@@ -8,17 +8,11 @@ at most 8 KB of stored 4-bit weights (per-channel scales and BatchNorm parameter
 included), 30M MACs and 64 KB of peak activation memory.
 """
 
-import importlib.util
-from pathlib import Path
+from nasq.runs.config import sibling_config
 
 
 def get_config():
-  # Config files are loaded by path, not as a package: load the sibling the same way.
-  path = Path(__file__).with_name("fmnist_mcu.py")
-  spec = importlib.util.spec_from_file_location("fmnist_mcu", path)
-  mcu = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mcu)
-  config = mcu.get_config()
+  config = sibling_config(__file__, "fmnist_mcu.py")
   config.budget.model_size_bits = 8 * 8 * 1024  # 8 KB of weights
   config.reference = ""  # no hand-designed network of this size ships with nasq
   return config

@@ -13,17 +13,11 @@ autoencoder (about 5 minutes on 2 CPU cores, cached afterwards). No reference ne
 is retrained here: the uniform run carries fmnist_ref.
 """
 
-import importlib.util
-from pathlib import Path
+from nasq.runs.config import sibling_config
 
 
 def get_config():
-  # Config files are loaded by path, not as a package: load the sibling the same way.
-  path = Path(__file__).with_name("fmnist_mcu.py")
-  spec = importlib.util.spec_from_file_location("fmnist_mcu", path)
-  mcu = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mcu)
-  config = mcu.get_config()
+  config = sibling_config(__file__, "fmnist_mcu.py")
   config.space.weight_bits_choices = (2, 4, 8)
   config.reference = ""
   return config

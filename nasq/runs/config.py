@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import sys
 import types
 import typing
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import ml_collections
@@ -61,6 +63,16 @@ def from_config(
   if unknown:
     raise ValueError(f"{name} has unknown fields {unknown}; accepted fields: {known}")
   return cls(**{k: _freeze(v) for k, v in values.items()})
+
+
+def sibling_config(config_file: str, name: str) -> ml_collections.ConfigDict:
+  """``get_config()`` of the config file ``name`` beside ``config_file`` (config files
+  are loaded by path, not as a package, so one builds on another this way)."""
+  path = Path(config_file).with_name(name)
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def space_from_config(section: ml_collections.ConfigDict) -> SpaceConfig:
