@@ -21,22 +21,7 @@ def test_the_delivered_model_is_chosen_by_validation_never_by_test(
   the test set. A is delivered, and both test accuracies are reported."""
   fake_fashion_mnist(tmp_path, n_train=200, n_test=40)
   texts = ["conv3:s1:c4", "conv3:s1:c8"]
-  space = macro.space_for_string(" ".join(texts), (28, 28, 1), 10)
-  history = History.open(tmp_path / "search")
-  for i, (text, val) in enumerate(zip(texts, [0.9, 0.8], strict=True)):
-    arch = space.parse(text)
-    history.append(
-      Record(
-        i,
-        "ok",
-        "initial",
-        text,
-        tuple(int(t) for t in space.encode(arch)),
-        compute_costs(arch, 4).summary(),
-        objective=val,
-        metrics={"val_accuracy": val},
-      )
-    )
+  space, history = _history(tmp_path, texts)  # validation 0.9, 0.8
   test_accuracy = {"conv3:s1:c4": 0.5, "conv3:s1:c8": 0.7}  # B beats A on test
 
   class FakeEvaluator:
