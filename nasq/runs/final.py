@@ -49,6 +49,25 @@ def _aggregate(replicates: list[dict[str, Any]]) -> dict[str, Any]:
   }
 
 
+class FinalEvaluator:
+  """The final recipe's evaluator (``train_config`` with ``final=True``, on
+  ``data_config``), its data loaded on first use: a resumed run with nothing left to
+  train loads nothing, and one instance serves the finalists and the reference."""
+
+  def __init__(self, quant, data_config, train_config):
+    self.quant, self.data_config = quant, data_config
+    self.train_config = dataclasses.replace(train_config, final=True)
+    self.dataset = self._evaluate = None
+
+  def __call__(self, arch, seed: int, keep_variables: bool = False):
+    if self._evaluate is None:
+      self.dataset = data_lib.load_dataset(self.data_config)
+      self._evaluate = evaluators.QATEvaluator(
+        self.dataset, self.train_config, self.quant
+      )
+    return self._evaluate(arch, seed, keep_variables)
+
+
 def retrain_finalists(
   workdir: Path,
   history: History,
@@ -67,12 +86,22 @@ def retrain_finalists(
   seed (each call trains only what is missing): a run stopped part way leaves whole
   seeds of the finalists and the reference. Returns (finalists, reference or None)."""
   finals, entry = [], None
+  evaluate = FinalEvaluator(quant, data_config, train_config)  # data loaded once
   args = (workdir, history, space, budget, quant, data_config, train_config)
   for n in range(1, num_seeds + 1):
-    finals = retrain_best(*args, num_final, n)
+    finals = retrain_best(*args, num_final, n, evaluate=evaluate)
     if reference:
       entry = retrain_reference(
-        workdir, reference, space, budget, quant, data_config, train_config, seed, n
+        workdir,
+        reference,
+        space,
+        budget,
+        quant,
+        data_config,
+        train_config,
+        seed,
+        n,
+        evaluate=evaluate,
       )
   return finals, entry
 
@@ -87,6 +116,7 @@ def retrain_best(
   train_config: train_lib.TrainConfig,
   num_final: int,
   num_seeds: int = 1,
+  evaluate: FinalEvaluator | None = None,
 ) -> list[dict[str, Any]]:
   """Retrains the ``num_final`` best feasible architectures on train+validation with
   ``train_config`` and reports their test accuracy; the delivered one is retrained
@@ -112,7 +142,8 @@ def retrain_best(
   chosen = promotion_lib.ranked_for_retraining(history, budget)[:num_final]
   # Lines written before replicates existed are replicate 0, at the record's seed.
   finished = {(d["index"], d.get("replicate", 0)): d for d in done}
-  retrain = _Retrainer(workdir, space, quant, data_config, train_config)
+  evaluate = evaluate or FinalEvaluator(quant, data_config, train_config)
+  retrain = _Retrainer(workdir, space, quant, evaluate)
   ranks = {r.index: rank for rank, r in enumerate(chosen, 1)}
   for r in chosen:
     if (r.index, 0) not in finished:
@@ -148,23 +179,16 @@ def _candidate_summary(r, finished: dict) -> dict[str, Any]:
 
 class _Retrainer:
   """Retrains one candidate (one seed) and appends its line to ``final.jsonl``; the
-  delivered one's first retraining also saves ``best_checkpoint``. Loads the data on
-  first use, so a resumed run with nothing left to train loads nothing."""
+  delivered one's first retraining also saves ``best_checkpoint``."""
 
-  def __init__(self, workdir, space, quant, data_config, train_config):
-    self.workdir, self.space, self.quant = workdir, space, quant
-    self.data_config = data_config
-    self.train_config = dataclasses.replace(train_config, final=True)
-    self.dataset = self.evaluate = None
+  def __init__(self, workdir, space, quant, evaluate: FinalEvaluator):
+    self.workdir, self.space, self.quant, self.evaluate = workdir, space, quant, evaluate
 
   def __call__(self, r, replicate: int, rank: int, deliver: bool) -> dict[str, Any]:
-    if self.evaluate is None:
-      self.dataset = data_lib.load_dataset(self.data_config)
-      self.evaluate = evaluators.QATEvaluator(self.dataset, self.train_config, self.quant)
     seed = replicate_seed(r.seed, replicate)
     print(
       f"retraining #{r.index} {r.arch} on train+validation "
-      f"({self.train_config.epochs} epochs, seed {seed})"
+      f"({self.evaluate.train_config.epochs} epochs, seed {seed})"
     )
     arch = self.space.decode(r.tokens)
     result = self.evaluate(arch, seed, replicate == 0)
@@ -186,7 +210,7 @@ class _Retrainer:
       checkpoints.save_checkpoint(
         str(self.workdir / "best_checkpoint"),
         result.variables,
-        checkpoints.model_meta(arch, self.quant, self.dataset)
+        checkpoints.model_meta(arch, self.quant, self.evaluate.dataset)
         | {"selected_by": "search validation score (rank 1 of the retrained)"},
       )
       (self.workdir / "best_architecture.txt").write_text(r.arch + "\n")
@@ -228,6 +252,7 @@ def retrain_reference(
   train_config: train_lib.TrainConfig,
   seed: int,
   num_seeds: int = 1,
+  evaluate: FinalEvaluator | None = None,
 ) -> dict[str, Any]:
   """Trains ``reference`` (a ``REFERENCE_NETWORKS`` name or a macro string) with the
   final recipe, as the search's best were, ``num_seeds`` times (seeds
@@ -244,13 +269,9 @@ def retrain_reference(
         {k: entry[k] for k in ("status", "test_accuracy", "seconds")} | {"seed": seed}
       ]
   c = costs_lib.compute_costs(arch, quant.weight_bits, quant.activation_bits).summary()
-  config = dataclasses.replace(train_config, final=True)
-  evaluate = None
+  evaluate = evaluate or FinalEvaluator(quant, data_config, train_config)
   num_seeds = max(int(num_seeds), 1)
   while len(replicates) < num_seeds:
-    if evaluate is None:
-      dataset = data_lib.load_dataset(data_config)
-      evaluate = evaluators.QATEvaluator(dataset, config, quant)
     k = len(replicates)
     s = replicate_seed(seed, k)
     print(
