@@ -7,8 +7,8 @@ activation memory at 8-bit activations (the bounds uNAS uses for Fashion-MNIST o
 microcontroller with 64 KB of RAM). Trains the latent-space autoencoder once (about 5
 minutes on 2 CPU cores; cached in ``cache_dir`` afterwards), evaluates 8 random
 feasible architectures and 12 proposed by token BO (``token_bo``: the search called
-latent BO until 2026-12-06, the default until the Fashion-MNIST comparison with the new
-latent BO is measured), each trained for 1 epoch on 12,000 images, then retrains the 2
+latent BO until 2026-12-06; the default because its best was above latent BO's in 2 of 3
+paired seeds of this search, experiments/benchmarks/README.md), each trained for 1 epoch on 12,000 images, then retrains the 2
 best for 1 epoch on all 60,000 training images and reports test accuracy. The
 candidates' signal is the cheapest one that ranks architectures of this space at
 Spearman >= 0.85 against 10 epochs on 60,000 images (0.87, against 0.68 for 1 epoch on
