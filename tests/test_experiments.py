@@ -162,6 +162,7 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist, 
     "--config.export=True",
     "--config.promotion.rungs=2x0",  # the 2 best trained again, 2 epochs
     "--config.reference=conv3:s2:c4 maxpool:s2",  # retrained beside the best
+    "--config.initial_architectures=('conv3:s2:c4 maxpool:s2',)",  # and evaluated first
   ]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -182,6 +183,8 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist, 
   assert all(r["costs"]["model_size_bits"] <= 8000 for r in evaluated)
   # The initial design, then latent BO's own proposals (not its random fallback).
   assert [r["source"] for r in evaluated] == ["initial"] * 3 + ["latent_bo"] * 2
+  assert evaluated[0]["arch"] == "conv3:s2:c4 maxpool:s2"
+  assert [r["origin"] for r in evaluated[:3]] == ["given", "random", "random"]
   assert all(r["latent"] is not None for r in evaluated[3:])
   for name in ("report.md", "pareto_size.png", "pareto_macs.png", "best_so_far.png"):
     assert (workdir / name).exists(), name

@@ -384,3 +384,48 @@ def test_the_gp_inputs_of_each_setting(tmp_path, small_ae, make_ctx, run_initial
   np.testing.assert_array_equal(
     features["both"], np.concatenate([features["latent"], features["tokens"]], 1)
   )
+
+
+def test_the_initial_design_begins_with_the_given_architectures(
+  tmp_path, make_ctx, cheap_evaluate
+):
+  """``GivenFirst``: each given architecture once, in order (origin "given"), then
+  random draws; a resumed run proposes none of them again."""
+  ctx = make_ctx(path=tmp_path)
+  given = strategies.given_tokens(
+    ["conv3:s1:c8 maxpool:s2", "dwsep3:s1:c4"], ctx.space, ctx.budget, 4, 8, 5
+  )
+  initial = strategies.GivenFirst(given, strategies.RandomSearch())
+  run = lambda n: run_strategy(  # noqa: E731
+    ctx,
+    initial,
+    cheap_evaluate,
+    evaluators.Objective(),
+    n,
+    jax.random.key(0),
+    label="initial",
+    count_all=False,
+  )
+  run(3)
+  records = ctx.history.evaluated()
+  assert [r.tokens for r in records[:2]] == given
+  assert [r.origin for r in records] == ["given", "given", "random"]
+  assert [r.arch for r in records[:2]] == ["conv3:s1:c8 maxpool:s2", "dwsep3:s1:c4"]
+  run(5)  # resumed: two more random draws, the given ones not repeated
+  assert [r.origin for r in ctx.history.evaluated()] == ["given"] * 2 + ["random"] * 3
+
+
+@pytest.mark.parametrize(
+  "texts, params, match",
+  [
+    (["conv9:s1:c8"], None, r"initial_architectures\[0\]='conv9:s1:c8' is not an arch"),
+    (["conv3:s1:c16"], None, r"\[0\]='conv3:s1:c16' is not an architecture.*outside"),
+    (["conv3:s1:c4", "conv3:s1:c8 conv3:s1:c8"], 200, r"\[1\].* exceeds the budget: "),
+    (["conv3:s1:c4", "conv3:s1:c4"], None, r"\[1\]='conv3:s1:c4' repeats entry 0"),
+    (["conv3:s1:c4", "conv3:s1:c8", "maxpool:s2"], None, "holds 3 .* num_initial=2"),
+  ],
+)
+def test_given_architectures_are_checked(make_ctx, texts, params, match):
+  ctx = make_ctx(params=params)
+  with pytest.raises(ValueError, match=match):
+    strategies.given_tokens(texts, ctx.space, ctx.budget, 4, 8, 2)

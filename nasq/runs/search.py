@@ -155,11 +155,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
     settings = SearchSettings.from_config(config)
     budget = settings.budget
     space = make_space(settings.space)
-    if config.reference:
-      final_lib.resolve_reference(config.reference, space)  # refused before any work
-    check_budget(
-      space, budget, config.weight_bits, config.activation_bits, config.num_evaluations
-    )
+    given = _check_space(config, space, budget)  # refused before any work
     workdir = Path(workdir)
     resuming = workdir_lib.check_config(workdir, config, default_config())
     # Everything that can fail on the user's input fails here, before the workdir is
@@ -178,11 +174,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
         ),
       )
       space = make_space(settings.space)
-      if config.reference:
-        final_lib.resolve_reference(config.reference, space)
-      check_budget(
-        space, budget, config.weight_bits, config.activation_bits, config.num_evaluations
-      )
+      given = _check_space(config, space, budget)
     final_dataset = (
       dataset
       if settings.final_data == settings.data
@@ -264,7 +256,9 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
 
   key = jax.random.key(config.seed)
   start = time.perf_counter()
-  initial = strategies.RandomSearch(settings.strategies.random_batch)
+  initial = strategies.GivenFirst(
+    given, strategies.RandomSearch(settings.strategies.random_batch)
+  )
   strategy = strategies.make_strategy(config.strategy, settings.strategies, ae)
   try:
     run_strategy(
@@ -334,6 +328,18 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
         f"{workdir}; rerun the export with experiments/export.py --workdir={workdir})"
       )
   return summary
+
+
+def _check_space(config, space, budget) -> list[tuple[int, ...]]:
+  """The checks that depend on the space: the reference, a budget some architecture
+  meets, ``initial_architectures`` (returned as token vectors)."""
+  if config.reference:
+    final_lib.resolve_reference(config.reference, space)
+  bits = (config.weight_bits, config.activation_bits)
+  check_budget(space, budget, *bits, config.num_evaluations)
+  return strategies.given_tokens(
+    config.initial_architectures, space, budget, *bits, config.num_initial
+  )
 
 
 def _promote(
@@ -435,7 +441,9 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # Seeds proposals and each candidate's training (seed + record index).
   c.strategy = "token_bo"  # latent_bo, token_bo, lbq_nas, random or evolution.
-  c.num_initial = 10  # Feasible random architectures evaluated first (every strategy).
+  c.num_initial = 10  # Architectures evaluated first: the given ones, then random.
+  # The initial design's first ones (REFERENCE_NETWORKS names or strings of the space).
+  c.initial_architectures = ()
   c.num_evaluations = 40  # Total trained candidates, initial design included.
   c.num_final = 2  # Best feasible candidates retrained with final_train.
   # Seeds the delivered one and the reference are retrained with (the other finalists

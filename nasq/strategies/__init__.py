@@ -35,7 +35,12 @@ from nasq.strategies.base import (
   Strategy,
   StrategySettings,
 )
-from nasq.strategies.baselines import RandomSearch, RegularizedEvolution
+from nasq.strategies.baselines import (
+  GivenFirst,
+  RandomSearch,
+  RegularizedEvolution,
+  given_tokens,
+)
 from nasq.strategies.latent_bo import LatentBO
 from nasq.strategies.lbq_nas import LBQNAS
 from nasq.strategies.token_bo import TokenBO
@@ -60,6 +65,7 @@ def make_strategy(
 __all__ = [
   "Budget",
   "FEASIBILITY",
+  "GivenFirst",
   "HYPERPARAMETERS",
   "INCUMBENTS",
   "LATENT_STRATEGIES",
@@ -74,6 +80,7 @@ __all__ = [
   "StrategySettings",
   "TokenBO",
   "TrustRegion",
+  "given_tokens",
   "trust_region_from_history",
   "make_strategy",
 ]

@@ -1,12 +1,15 @@
-"""The baselines: random search and regularized evolution."""
+"""The baselines: random search and regularized evolution; and the initial design's
+given architectures (``GivenFirst``, ``given_tokens``)."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 
+from nasq.costs import Budget, compute_costs
 from nasq.feasibility import sample_within_budget
-from nasq.spaces import MacroSpace
+from nasq.spaces import MacroSpace, SearchSpace
+from nasq.spaces.macro import REFERENCE_NETWORKS
 from nasq.strategies.base import Proposal, SearchContext, as_fallback, numpy_rng
 
 Array = jax.Array
@@ -99,3 +102,62 @@ class RegularizedEvolution:
         Proposal(tuple(int(v) for v in ctx.space.encode(child)), origin="mutation")
       )
     return proposals
+
+
+# --- given architectures first ----------------------------------------------------------
+
+
+def given_tokens(
+  texts,
+  space: SearchSpace,
+  budget: Budget,
+  weight_bits: int,
+  activation_bits: int,
+  num_initial: int,
+  field: str = "initial_architectures",
+) -> list[tuple[int, ...]]:
+  """The token vectors of ``texts`` (each a ``REFERENCE_NETWORKS`` name or a string of
+  ``space``), checked: in the space, within ``budget``, distinct, at most
+  ``num_initial`` of them. Errors name ``field``, the entry and what is wrong."""
+  texts = tuple(texts or ())
+  if len(texts) > num_initial:
+    raise ValueError(
+      f"{field} holds {len(texts)} architectures; at most num_initial={num_initial}"
+    )
+  out: list[tuple[int, ...]] = []
+  for i, text in enumerate(texts):
+    where = f"{field}[{i}]={text!r}"
+    arch_text = REFERENCE_NETWORKS[text][2] if text in REFERENCE_NETWORKS else text
+    try:
+      tokens = tuple(int(v) for v in space.encode(space.parse(arch_text)))
+    except ValueError as e:
+      raise ValueError(
+        f"{where} is not an architecture of the search's space (accepted: one of "
+        f"{sorted(REFERENCE_NETWORKS)} or a string such as 'conv3:s1:c16 maxpool:s2' "
+        f"within space.*): {e}"
+      ) from None
+    over = budget.violations(
+      compute_costs(space.decode(tokens), weight_bits, activation_bits).summary()
+    )
+    if over:
+      raise ValueError(f"{where} exceeds the budget: {', '.join(over)}")
+    if tokens in out:
+      raise ValueError(f"{where} repeats entry {out.index(tokens)}")
+    out.append(tokens)
+  return out
+
+
+class GivenFirst:
+  """The given architectures (``given_tokens``), in order, each once (origin
+  ``"given"``); then ``then``'s proposals. The search's initial design with
+  ``initial_architectures``: a hand-written network and the random draws beside it."""
+
+  def __init__(self, given: list[tuple[int, ...]], then):
+    self.given, self.then = [tuple(t) for t in given], then
+    self.name = then.name
+
+  def propose(self, ctx: SearchContext, key: Array) -> list[Proposal]:
+    for tokens in self.given:
+      if not ctx.is_taken(tokens):
+        return [Proposal(tokens, origin="given")]
+    return self.then.propose(ctx, key)

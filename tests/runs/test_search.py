@@ -34,6 +34,8 @@ def test_every_section_becomes_typed_settings():
     ("space.name", "darts", "space.name must be one of"),
     ("objective.kind", "accuracy", "objective.kind must be one of"),
     ("reference", "fmnist_big", "reference must be one of"),
+    ("initial_architectures", ("fmnist_big",), r"initial_architectures\[0\]='fmnist_"),
+    ("initial_architectures", ("conv3:s1:c64 " * 3,), "exceeds the budget: .*macs"),
     ("promotion.rungs", "3 epochs", "promotion.rungs must be"),
   ],
 )
