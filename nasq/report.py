@@ -27,6 +27,22 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
   return front
 
 
+def dominated_area(
+  points: Sequence[tuple[float, float]], x_max: float, y_min: float
+) -> float:
+  """The 2-D hypervolume of ``points`` (x a cost to minimize, y an accuracy to
+  maximize): the area of the region x <= x_max, y >= y_min dominated by at least one
+  point. Points beyond ``x_max`` or below ``y_min`` add nothing; a larger area is a
+  better front, comparable between fronts only at the same (x_max, y_min)."""
+  inside = [(x, y) for x, y in points if x <= x_max and y >= y_min]
+  area = 0.0
+  front = [inside[i] for i in pareto_front(inside)]  # x increasing, y increasing
+  for k, (x, y) in enumerate(front):
+    x_next = front[k + 1][0] if k + 1 < len(front) else x_max
+    area += (x_next - x) * (y - y_min)
+  return area
+
+
 def best_so_far(
   history: History, feasible: Callable[[Record], bool]
 ) -> list[tuple[int, float]]:

@@ -37,6 +37,26 @@ def test_pareto_front_against_brute_force():
     )
 
 
+def test_dominated_area_against_a_grid_count():
+  # On integer points the dominated region is a union of unit cells: count them.
+  rng = np.random.default_rng(1)
+  for _ in range(20):
+    points = [(float(x), float(y)) for x, y in rng.integers(0, 10, (8, 2))]
+    x_max, y_min = 8.0, 2.0
+    cells = sum(
+      any(x <= cx and y >= cy + 1 for x, y in points)
+      for cx in range(int(x_max))
+      for cy in range(int(y_min), 10)
+    )
+    assert report.dominated_area(points, x_max, y_min) == pytest.approx(cells)
+
+
+def test_dominated_area_of_one_point_and_of_none():
+  assert report.dominated_area([(2.0, 0.9)], 10.0, 0.5) == pytest.approx(8 * 0.4)
+  assert report.dominated_area([(11.0, 0.9), (2.0, 0.4)], 10.0, 0.5) == 0.0
+  assert report.dominated_area([], 10.0, 0.5) == 0.0
+
+
 def test_best_so_far_only_counts_feasible_successes(make_ctx, cheap_evaluate):
   ctx = make_ctx()
   run_strategy(
