@@ -290,6 +290,30 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist, 
   bad = cmd + ["--config.weight_bits=8"]
   proc = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode != 0 and "weight_bits" in proc.stderr
+  # Another of its records retrained afterwards with the same recipe (the search's own
+  # config, checked): the best record that fits 8000 bits, beside the finalist.
+  again = [x.replace("experiments/search.py", "experiments/retrain.py") for x in cmd]
+  proc = subprocess.run(
+    again + ["--within_kb=0.9765625", "--seeds=1"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (line,) = (workdir / "retrained.jsonl").read_text().splitlines()
+  assert json.loads(line)["index"] == final[0]["index"]  # the best fits: it retrains
+  assert "| retrained |" in proc.stdout and "| finalist |" in proc.stdout
+  assert "| reference |" in proc.stdout
+  assert len((workdir / "final.jsonl").read_text().splitlines()) == 2  # untouched
+  proc = subprocess.run(
+    again + ["--config.weight_bits=8", "--records=0"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
+  assert proc.returncode == 2 and "weight_bits" in proc.stderr  # not its recipe
 
 
 def test_a_bad_budget_is_one_line_and_leaves_nothing_behind(tmp_path):

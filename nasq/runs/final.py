@@ -22,7 +22,7 @@ from nasq import data as data_lib
 from nasq import promotion as promotion_lib
 from nasq import train as train_lib
 from nasq.costs import Budget
-from nasq.history import STATUS_OK, History
+from nasq.history import STATUS_OK, History, Record
 from nasq.quant import QuantConfig
 from nasq.spaces import SearchSpace, macro
 
@@ -54,14 +54,15 @@ class FinalEvaluator:
   ``data_config``), its data loaded on first use: a resumed run with nothing left to
   train loads nothing, and one instance serves the finalists and the reference."""
 
-  def __init__(self, quant, data_config, train_config):
+  def __init__(self, quant, data_config, train_config, dataset=None):
     self.quant, self.data_config = quant, data_config
     self.train_config = dataclasses.replace(train_config, final=True)
-    self.dataset = self._evaluate = None
+    self.dataset, self._evaluate = dataset, None
 
   def __call__(self, arch, seed: int, keep_variables: bool = False):
     if self._evaluate is None:
-      self.dataset = data_lib.load_dataset(self.data_config)
+      if self.dataset is None:
+        self.dataset = data_lib.load_dataset(self.data_config)
       self._evaluate = evaluators.QATEvaluator(
         self.dataset, self.train_config, self.quant
       )
@@ -130,15 +131,7 @@ def retrain_best(
   first retraining succeeded. Its mean test accuracy is the final figure; the other
   candidates' are reported beside it, not used to choose.
   """
-  path = workdir / "final.jsonl"
-  done = []
-  if path.exists():
-    for line in path.read_text().splitlines():
-      if line.strip():
-        try:
-          done.append(json.loads(line))
-        except json.JSONDecodeError:
-          break  # a torn last line: that retraining reruns
+  done = _read_lines(workdir / "final.jsonl")
   chosen = promotion_lib.ranked_for_retraining(history, budget)[:num_final]
   # Lines written before replicates existed are replicate 0, at the record's seed.
   finished = {(d["index"], d.get("replicate", 0)): d for d in done}
@@ -154,6 +147,65 @@ def retrain_best(
     if (best.index, k) not in finished:
       finished[(best.index, k)] = retrain(best, k, ranks[best.index], deliver=False)
   return [_candidate_summary(r, finished) for r in chosen if (r.index, 0) in finished]
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+  """The retrainings a JSON-lines file holds; a torn last line is dropped (it reruns)."""
+  done = []
+  if path.exists():
+    for line in path.read_text().splitlines():
+      if line.strip():
+        try:
+          done.append(json.loads(line))
+        except json.JSONDecodeError:
+          break
+  return done
+
+
+RETRAINED = "retrained.jsonl"
+
+
+def best_within(
+  history: History, budget: Budget, max_size_bits: float, count: int = 1
+) -> list[Record]:
+  """The ``count`` best records (``promotion.ranked_for_retraining``: highest fidelity
+  first, then objective) whose stored weights take at most ``max_size_bits``."""
+  ranked = promotion_lib.ranked_for_retraining(history, budget)
+  return [r for r in ranked if r.costs["model_size_bits"] <= max_size_bits][:count]
+
+
+def retrain_records(
+  workdir: Path,
+  records: list[Record],
+  space: SearchSpace,
+  quant: QuantConfig,
+  evaluate: FinalEvaluator,
+  num_seeds: int = 1,
+) -> list[dict[str, Any]]:
+  """Retrains chosen records of a finished search (e.g. a front member below some size)
+  with the final recipe, ``num_seeds`` times each at the finalists' seeds, so they
+  compare with the finalists and the reference. Lines go to ``retrained.jsonl``, never
+  to ``final.jsonl``, so what the search delivered is unchanged; a rerun trains only
+  the missing (record, seed) pairs. Returns one summary per record (mean and seeds)."""
+  finished = {(d["index"], d["replicate"]): d for d in _read_lines(workdir / RETRAINED)}
+  retrain = _Retrainer(workdir, space, quant, evaluate, RETRAINED)
+  for rank, r in enumerate(records, 1):
+    for k in range(max(int(num_seeds), 1)):
+      if (r.index, k) not in finished:
+        finished[(r.index, k)] = retrain(r, k, rank, deliver=False)
+  return [_candidate_summary(r, finished) for r in records]
+
+
+def read_finals(workdir: Path, history: History) -> list[dict[str, Any]]:
+  """The search's retrained finalists as ``retrain_best`` returned them, from
+  ``final.jsonl`` (in rank order), without training anything."""
+  finished = {
+    (d["index"], d.get("replicate", 0)): d for d in _read_lines(workdir / "final.jsonl")
+  }
+  firsts = sorted(
+    (d for (_, k), d in finished.items() if k == 0), key=lambda d: d["rank"]
+  )
+  return [_candidate_summary(history.records[d["index"]], finished) for d in firsts]
 
 
 def _delivered(chosen, finished):
@@ -181,8 +233,9 @@ class _Retrainer:
   """Retrains one candidate (one seed) and appends its line to ``final.jsonl``; the
   delivered one's first retraining also saves ``best_checkpoint``."""
 
-  def __init__(self, workdir, space, quant, evaluate: FinalEvaluator):
+  def __init__(self, workdir, space, quant, evaluate: FinalEvaluator, name="final.jsonl"):
     self.workdir, self.space, self.quant, self.evaluate = workdir, space, quant, evaluate
+    self.path = workdir / name
 
   def __call__(self, r, replicate: int, rank: int, deliver: bool) -> dict[str, Any]:
     seed = replicate_seed(r.seed, replicate)
@@ -214,7 +267,8 @@ class _Retrainer:
         | {"selected_by": "search validation score (rank 1 of the retrained)"},
       )
       (self.workdir / "best_architecture.txt").write_text(r.arch + "\n")
-    with open(self.workdir / "final.jsonl", "a") as f:
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    with open(self.path, "a") as f:
       f.write(json.dumps(entry) + "\n")
       f.flush()
     return entry

@@ -228,3 +228,46 @@ def test_the_reference_gains_seeds_from_an_older_single_seed_file(
   assert json.loads((workdir / "reference.json").read_text()) == entry
   assert final.retrain_reference(*args, num_seeds=2) == entry  # nothing retrains
   assert len(SeededEvaluator.calls) == 1
+
+
+def test_chosen_records_retrain_beside_the_finalists_without_touching_them(
+  tmp_path, fake_fashion_mnist, monkeypatch
+):
+  """A finished search's smaller network retrained afterwards: at the finalists' seeds,
+  into retrained.jsonl (final.jsonl and the delivered model unchanged), resumable."""
+  fake_fashion_mnist(tmp_path, n_train=200, n_test=40)
+  texts = ("conv3:s1:c8", "conv3:s1:c4", "conv3:s1:c16")
+  space, history = _history(tmp_path, texts)
+  monkeypatch.setattr(evaluators, "QATEvaluator", SeededEvaluator)
+  SeededEvaluator.calls = []
+  workdir = tmp_path / "search"
+  data_config = data.DataConfig(data_dir=str(tmp_path), val_size=50)
+  train_config = TrainConfig(epochs=1, batch_size=50)
+  (best,) = final.retrain_best(
+    workdir, history, space, Budget(), QuantConfig(4), data_config, train_config, 1
+  )
+  finals_text = (workdir / "final.jsonl").read_text()
+  # The best record at most conv3:s1:c4's size: c4 (c8 ranks higher but is larger).
+  small = compute_costs(space.parse("conv3:s1:c4"), 4).model_size_bits
+  chosen = final.best_within(history, Budget(), small)
+  assert [r.arch for r in chosen] == ["conv3:s1:c4"]
+  assert final.best_within(history, Budget(), small - 1) == []
+  evaluate = final.FinalEvaluator(QuantConfig(4), data_config, train_config)
+  args = (workdir, chosen, space, QuantConfig(4), evaluate)
+  (one,) = final.retrain_records(*args, num_seeds=2)
+  stride = final.SEED_STRIDE
+  assert SeededEvaluator.calls[1:] == [
+    ("conv3:s1:c4", 8, True),
+    ("conv3:s1:c4", 8 + stride, False),
+  ]
+  assert one["arch"] == "conv3:s1:c4" and one["seeds"] == [8, 8 + stride]
+  assert one["test_accuracies"] == pytest.approx([0.5, 0.6])
+  assert not one["delivered"]
+  assert (workdir / "final.jsonl").read_text() == finals_text
+  assert (workdir / "best_architecture.txt").read_text().strip() == "conv3:s1:c8"
+  assert final.read_finals(workdir, history) == [best]
+  # Resumed with a third seed: only that one trains.
+  (three,) = final.retrain_records(*args, num_seeds=3)
+  assert SeededEvaluator.calls[3:] == [("conv3:s1:c4", 8 + 2 * stride, False)]
+  assert three["test_accuracies"] == pytest.approx([0.5, 0.6, 0.7])
+  assert len((workdir / final.RETRAINED).read_text().splitlines()) == 3
