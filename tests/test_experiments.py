@@ -293,26 +293,17 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist, 
   # Another of its records retrained afterwards with the same recipe (the search's own
   # config, checked): the best record that fits 8000 bits, beside the finalist.
   again = [x.replace("experiments/search.py", "experiments/retrain.py") for x in cmd]
-  proc = subprocess.run(
-    again + ["--within_kb=0.9765625", "--seeds=1"],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=900,
+  run = lambda *extra: subprocess.run(  # noqa: E731
+    again + list(extra), cwd=ROOT, capture_output=True, text=True, timeout=900
   )
+  proc = run("--within_kb=0.9765625", "--seeds=1")
   assert proc.returncode == 0, proc.stderr[-3000:]
   (line,) = (workdir / "retrained.jsonl").read_text().splitlines()
   assert json.loads(line)["index"] == final[0]["index"]  # the best fits: it retrains
   assert "| retrained |" in proc.stdout and "| finalist |" in proc.stdout
   assert "| reference |" in proc.stdout
   assert len((workdir / "final.jsonl").read_text().splitlines()) == 2  # untouched
-  proc = subprocess.run(
-    again + ["--config.weight_bits=8", "--records=0"],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=900,
-  )
+  proc = run("--config.weight_bits=8", "--records=0")
   assert proc.returncode == 2 and "weight_bits" in proc.stderr  # not its recipe
 
 
