@@ -131,10 +131,8 @@ def retrain_best(
   first retraining succeeded. Its mean test accuracy is the final figure; the other
   candidates' are reported beside it, not used to choose.
   """
-  done = _read_lines(workdir / "final.jsonl")
   chosen = promotion_lib.ranked_for_retraining(history, budget)[:num_final]
-  # Lines written before replicates existed are replicate 0, at the record's seed.
-  finished = {(d["index"], d.get("replicate", 0)): d for d in done}
+  finished = _finished(workdir / "final.jsonl")
   evaluate = evaluate or FinalEvaluator(quant, data_config, train_config)
   retrain = _Retrainer(workdir, space, quant, evaluate)
   ranks = {r.index: rank for rank, r in enumerate(chosen, 1)}
@@ -149,8 +147,10 @@ def retrain_best(
   return [_candidate_summary(r, finished) for r in chosen if (r.index, 0) in finished]
 
 
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-  """The retrainings a JSON-lines file holds; a torn last line is dropped (it reruns)."""
+def _finished(path: Path) -> dict[tuple[int, int], dict[str, Any]]:
+  """The retrainings a JSON-lines file holds, by (record index, replicate); a torn last
+  line is dropped (it reruns). Lines written before replicates existed are replicate 0,
+  at the record's seed."""
   done = []
   if path.exists():
     for line in path.read_text().splitlines():
@@ -159,7 +159,7 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
           done.append(json.loads(line))
         except json.JSONDecodeError:
           break
-  return done
+  return {(d["index"], d.get("replicate", 0)): d for d in done}
 
 
 RETRAINED = "retrained.jsonl"
@@ -187,7 +187,7 @@ def retrain_records(
   compare with the finalists and the reference. Lines go to ``retrained.jsonl``, never
   to ``final.jsonl``, so what the search delivered is unchanged; a rerun trains only
   the missing (record, seed) pairs. Returns one summary per record (mean and seeds)."""
-  finished = {(d["index"], d["replicate"]): d for d in _read_lines(workdir / RETRAINED)}
+  finished = _finished(workdir / RETRAINED)
   retrain = _Retrainer(workdir, space, quant, evaluate, RETRAINED)
   for rank, r in enumerate(records, 1):
     for k in range(max(int(num_seeds), 1)):
@@ -199,9 +199,7 @@ def retrain_records(
 def read_finals(workdir: Path, history: History) -> list[dict[str, Any]]:
   """The search's retrained finalists as ``retrain_best`` returned them, from
   ``final.jsonl`` (in rank order), without training anything."""
-  finished = {
-    (d["index"], d.get("replicate", 0)): d for d in _read_lines(workdir / "final.jsonl")
-  }
+  finished = _finished(workdir / "final.jsonl")
   firsts = sorted(
     (d for (_, k), d in finished.items() if k == 0), key=lambda d: d["rank"]
   )
@@ -230,8 +228,9 @@ def _candidate_summary(r, finished: dict) -> dict[str, Any]:
 
 
 class _Retrainer:
-  """Retrains one candidate (one seed) and appends its line to ``final.jsonl``; the
-  delivered one's first retraining also saves ``best_checkpoint``."""
+  """Retrains one candidate (one seed) and appends its line to ``name`` (``final.jsonl``
+  or ``retrained.jsonl``); the delivered one's first retraining also saves
+  ``best_checkpoint``."""
 
   def __init__(self, workdir, space, quant, evaluate: FinalEvaluator, name="final.jsonl"):
     self.workdir, self.space, self.quant, self.evaluate = workdir, space, quant, evaluate
@@ -267,7 +266,6 @@ class _Retrainer:
         | {"selected_by": "search validation score (rank 1 of the retrained)"},
       )
       (self.workdir / "best_architecture.txt").write_text(r.arch + "\n")
-    self.path.parent.mkdir(parents=True, exist_ok=True)
     with open(self.path, "a") as f:
       f.write(json.dumps(entry) + "\n")
       f.flush()
