@@ -100,10 +100,18 @@ def write_report(
   search_seconds: float = 0.0,
   rung_names: Sequence[str] = (),
   reference: dict[str, Any] | None = None,
+  weight_bits_choices: Sequence[int] = (),
 ) -> dict[str, Any]:
   """Writes report.md, pareto_size.png, pareto_macs.png, best_so_far.png, summary.json.
   ``rung_names``: the fidelity of each promotion rung (``nasq.promotion``), if any;
-  ``reference``: a hand-designed network retrained with the same recipe, if any."""
+  ``reference``: a hand-designed network retrained with the same recipe, if any;
+  ``weight_bits_choices``: the per-layer widths of a mixed-precision space (then
+  ``weight_bits`` is not every layer's width, and the report says so)."""
+  bits_label = (
+    "per-layer " + "/".join(str(b) for b in sorted(weight_bits_choices)) + "-bit"
+    if weight_bits_choices
+    else f"{weight_bits}-bit"
+  )
   ok = [r for r in history.successful() if r.metrics.get("val_accuracy") is not None]
   feasible = lambda r: budget.fits(r.costs)  # noqa: E731
   for cost, scale, unit, name in (
@@ -112,7 +120,7 @@ def write_report(
   ):
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
-    _plot_front(ax, ok, cost, scale, f"{weight_bits}-bit")
+    _plot_front(ax, ok, cost, scale, bits_label)
     limit = getattr(budget, cost)
     if limit is not None:
       ax.axvline(limit / scale, color="r", ls="--", lw=1, label="budget")
@@ -143,7 +151,7 @@ def write_report(
     statuses[r.status] = statuses.get(r.status, 0) + 1
   best = max((r for r in ok if feasible(r)), key=lambda r: r.objective, default=None)
   lines = [
-    f"# Search report: {strategy}, {weight_bits}-bit weights",
+    f"# Search report: {strategy}, {bits_label} weights",
     "",
     f"Budget: {budget}. Records: {statuses}. Search time in this run: "
     f"{search_seconds / 60:.1f} min; evaluation time in the history (every run of "
@@ -238,6 +246,7 @@ def write_report(
   summary = {
     "strategy": strategy,
     "weight_bits": weight_bits,
+    "weight_bits_choices": list(weight_bits_choices),
     "records": statuses,
     "search_seconds": search_seconds,
     "evaluation_seconds": evaluation_seconds,

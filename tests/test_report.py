@@ -140,6 +140,22 @@ def test_write_report(tmp_path, make_ctx, cheap_evaluate):
     "evaluation time in the history (every run of this search, resumed ones "
     "included): 3.0 min." in text
   )
+  assert summary["weight_bits_choices"] == []
+  # A mixed-precision space's report names its per-layer widths, not weight_bits.
+  mixed = report.write_report(
+    tmp_path,
+    ctx.history,
+    finals,
+    ctx.budget,
+    strategy="random",
+    weight_bits=4,
+    num_initial=2,
+    objective_kind="constrained",
+    weight_bits_choices=(8, 2, 4),
+  )
+  text = (tmp_path / "report.md").read_text()
+  assert text.startswith("# Search report: random, per-layer 2/4/8-bit weights")
+  assert mixed["weight_bits_choices"] == [8, 2, 4]
 
 
 def test_costs_table_lists_every_weighted_layer():

@@ -317,6 +317,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
     search_seconds=search_seconds,
     rung_names=[str(r) for r in settings.promotion.parsed],
     reference=reference,
+    weight_bits_choices=getattr(space, "bits_choices", None) or (),
   )
   writer.close()
   if config.export:
