@@ -4,7 +4,6 @@ the search itself retrained (``nasq.runs.final.retrain_records``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -64,13 +63,7 @@ def retrain_chosen(
         chosen.append(history.records[i])
     seeds = int(num_seeds) or int(config.final_seeds)
     dataset = data_lib.load_dataset(settings.final_data)
-    space = make_space(
-      dataclasses.replace(  # as the search did: the space takes the data's images
-        settings.space,
-        input_shape=tuple(dataset.input_shape),
-        num_classes=dataset.num_classes,
-      )
-    )
+    space = make_space(search.for_dataset(settings, dataset).space)  # as the search's
     evaluate = final.FinalEvaluator(
       settings.quantization, settings.final_data, settings.final_train, dataset
     )

@@ -106,6 +106,16 @@ class SearchSettings:
     )
 
 
+def for_dataset(settings: SearchSettings, dataset: data_lib.Dataset) -> SearchSettings:
+  """``settings`` with a space that takes ``dataset``'s image shape and classes (a
+  user's own data); ``settings`` itself where they already match."""
+  shape, classes = tuple(dataset.input_shape), dataset.num_classes
+  if (shape, classes) == (tuple(settings.space.input_shape), settings.space.num_classes):
+    return settings
+  space = dataclasses.replace(settings.space, input_shape=shape, num_classes=classes)
+  return dataclasses.replace(settings, space=space)
+
+
 def _check_dataset(space: SearchSpace, dataset: data_lib.Dataset) -> None:
   if (tuple(dataset.input_shape), dataset.num_classes) != (
     tuple(space.input_shape),
@@ -161,18 +171,8 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
     # Everything that can fail on the user's input fails here, before the workdir is
     # marked as this search's: the data, the schedules against it, the export extra.
     dataset = data_lib.load_dataset(settings.data)
-    if (tuple(dataset.input_shape), dataset.num_classes) != (
-      tuple(space.input_shape),
-      space.num_classes,
-    ):  # the space takes the data's image shape and classes (a user's own data)
-      settings = dataclasses.replace(
-        settings,
-        space=dataclasses.replace(
-          settings.space,
-          input_shape=tuple(dataset.input_shape),
-          num_classes=dataset.num_classes,
-        ),
-      )
+    if (adapted := for_dataset(settings, dataset)) is not settings:
+      settings = adapted
       space = make_space(settings.space)
       given = _check_space(config, space, budget)
     final_dataset = (

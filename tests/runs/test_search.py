@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import types
 
 import pytest
 
@@ -18,6 +19,17 @@ def test_every_section_becomes_typed_settings():
   assert settings.train.epochs == 1 and settings.final_train.progress
   assert settings.space.ops[0] == "conv1" and isinstance(settings.space.ops, tuple)
   assert settings.quantization.weight_bits == 4
+
+
+def test_the_space_takes_the_datas_image_shape_and_classes():
+  settings = search.SearchSettings.from_config(default.get_config())
+  same = types.SimpleNamespace(input_shape=[28, 28, 1], num_classes=10)
+  assert search.for_dataset(settings, same) is settings
+  other = types.SimpleNamespace(input_shape=(16, 16, 3), num_classes=4)
+  adapted = search.for_dataset(settings, other)
+  assert (adapted.space.input_shape, adapted.space.num_classes) == ((16, 16, 3), 4)
+  assert adapted.space.ops == settings.space.ops and adapted.data == settings.data
+  assert make_space(adapted.space).input_shape == (16, 16, 3)
 
 
 @pytest.mark.parametrize(
