@@ -9,7 +9,8 @@ that every weighted layer chooses its own weight bit width from 2, 4 and 8 (laye
 ``conv3:s1:c32:w4``; the model size counts each layer at its own width). Its Pareto
 front against the uniform run's, at equal candidate count, says whether per-layer bit
 widths move the front. The space's vocabulary differs, so it trains its own
-autoencoder (about 5 minutes on 2 CPU cores, cached afterwards). No reference network
+autoencoder (14.5 minutes on 2 CPU cores, 2026-12-07, about half of them beside a test
+run: a layer has five tokens here, not four; cached afterwards). No reference network
 is retrained here: the uniform run carries fmnist_ref.
 """
 
