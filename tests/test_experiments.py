@@ -305,6 +305,26 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist, 
   assert len((workdir / "final.jsonl").read_text().splitlines()) == 2  # untouched
   proc = run("--config.weight_bits=8", "--records=0")
   assert proc.returncode == 2 and "weight_bits" in proc.stderr  # not its recipe
+  # A search evaluation trained again exactly as the search trained it: on the same
+  # machine, the same validation accuracy; a rerun with the same --out trains nothing.
+  replay = [
+    x.replace("experiments/search.py", "experiments/benchmarks/replay.py") for x in cmd
+  ]
+  out, best_index = tmp_path / "replay.jsonl", best_two[0]["index"]
+  for _ in range(2):
+    proc = subprocess.run(
+      replay + [f"--records={best_index}", f"--out={out}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert row["now"] == row["recorded"] == records[best_index]["metrics"]["val_accuracy"]
+    assert f"| {best_index} | {row['seed']} | {row['recorded']:.4f} |" in proc.stdout
+  proc = subprocess.run(
+    replay + [f"--records={promoted[0]['index']}"],
+    cwd=ROOT, capture_output=True, text=True, timeout=900,
+  )  # fmt: skip
+  assert proc.returncode == 2 and "not a successful search evaluation" in proc.stderr
 
 
 def test_a_bad_budget_is_one_line_and_leaves_nothing_behind(tmp_path):
