@@ -1,6 +1,7 @@
 """What a search leaves for its reader: fronts, curves, the report and its summary."""
 
 import dataclasses
+import functools
 import itertools
 import json
 
@@ -104,7 +105,8 @@ def test_write_report(tmp_path, make_ctx, cheap_evaluate):
       "costs": best.costs,
     }
   ]
-  summary = report.write_report(
+  write = functools.partial(
+    report.write_report,
     tmp_path,
     ctx.history,
     finals,
@@ -113,8 +115,8 @@ def test_write_report(tmp_path, make_ctx, cheap_evaluate):
     weight_bits=4,
     num_initial=2,
     objective_kind="constrained",
-    search_seconds=60.0,
   )
+  summary = write(search_seconds=60.0)
   text = (tmp_path / "report.md").read_text()
   assert text.startswith("# Search report: random, 4-bit weights")
   assert f"| {best.index} | `{best.arch}` | 0.8750 |" in text
@@ -142,17 +144,7 @@ def test_write_report(tmp_path, make_ctx, cheap_evaluate):
   )
   assert summary["weight_bits_choices"] == []
   # A mixed-precision space's report names its per-layer widths, not weight_bits.
-  mixed = report.write_report(
-    tmp_path,
-    ctx.history,
-    finals,
-    ctx.budget,
-    strategy="random",
-    weight_bits=4,
-    num_initial=2,
-    objective_kind="constrained",
-    weight_bits_choices=(8, 2, 4),
-  )
+  mixed = write(weight_bits_choices=(8, 2, 4))
   text = (tmp_path / "report.md").read_text()
   assert text.startswith("# Search report: random, per-layer 2/4/8-bit weights")
   assert mixed["weight_bits_choices"] == [8, 2, 4]
