@@ -16,8 +16,6 @@ records not yet in it.
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 from pathlib import Path
 
@@ -26,9 +24,7 @@ from ml_collections import config_flags
 
 from nasq import data as data_lib
 from nasq import evaluators
-from nasq.history import STATUS_OK, History
-from nasq.runs import search
-from nasq.runs import workdir as workdir_lib
+from nasq.runs import record, retrain, search
 from nasq.runs.config import run_main, user_errors
 from nasq.spaces import make_space
 
@@ -40,56 +36,26 @@ _RECORDS = flags.DEFINE_list("records", [], "Record indices of its history.")
 _OUT = flags.DEFINE_string("out", "", "A JSON-lines file the results are appended to.")
 
 
-def _cpu() -> str:
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def _replay() -> list[dict]:
   with user_errors():
     workdir = Path(_WORKDIR.value or "")
-    if not (workdir / History.FILENAME).exists():
-      raise ValueError(f"workdir: {workdir} holds no search ({History.FILENAME} missing)")
-    if not workdir_lib.check_config(workdir, _CONFIG.value, search.default_config()):
-      raise ValueError(f"workdir: {workdir} has no config.json to check against")
-    history = History.open(workdir)
-    try:
-      indices = [int(i) for i in _RECORDS.value]
-    except ValueError:
-      raise ValueError(f"records: integers, got {_RECORDS.value}") from None
-    if not indices:
-      raise ValueError("records: give at least one record index")
-    for i in indices:
-      r = history.records[i] if 0 <= i < len(history) else None
-      if r is None or r.status != STATUS_OK or r.fidelity != 0:
-        raise ValueError(
-          f"records: {i} is not a successful search evaluation (fidelity 0) of "
-          f"{workdir} (indices 0-{len(history) - 1})"
-        )
-    settings = search.SearchSettings.from_config(_CONFIG.value)
+    settings, history = retrain.open_finished(_CONFIG.value, workdir)
+    chosen = retrain.successful_records(history, _RECORDS.value, fidelity=0)
     dataset = data_lib.load_dataset(settings.data)
     space = make_space(search.for_dataset(settings, dataset).space)
   out = Path(_OUT.value) if _OUT.value else None
-  done = {}
-  if out is not None and out.exists():
-    for line in out.read_text().splitlines():
-      row = json.loads(line)
-      done[(row["workdir"], row["index"])] = row
+  done = {
+    (row["workdir"], row["index"]): row for row in (record.read(out) if out else [])
+  }
   evaluate = evaluators.QATEvaluator(dataset, settings.train, settings.quantization)
-  cpu, rows = _cpu(), []
-  for i in indices:
-    r = history.records[i]
-    row = done.get((str(workdir), i))
+  cpu, rows = record.cpu_model(), []
+  for r in chosen:
+    row = done.get((str(workdir), r.index))
     if row is None:
       result = evaluate(space.decode(r.tokens), r.seed)
       row = {
         "workdir": str(workdir),
-        "index": i,
+        "index": r.index,
         "arch": r.arch,
         "seed": r.seed,
         "recorded": r.metrics["val_accuracy"],
@@ -99,8 +65,7 @@ def _replay() -> list[dict]:
         "cpu": cpu,
       }
       if out is not None:
-        with out.open("a") as f:
-          f.write(json.dumps(row) + "\n")
+        record.append(out, row)
     rows.append(row)
   return rows
 
@@ -110,7 +75,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   rows = run_main(_replay)
-  print(f"{_WORKDIR.value}, replayed on: {_cpu()}\n")
+  print(f"{_WORKDIR.value}, replayed on: {record.cpu_model()}\n")
   print("| record | seed | recorded | now | now - recorded | seconds | architecture |")
   print("|---:|---:|---:|---:|---:|---:|---|")
   diffs = []

@@ -24,6 +24,7 @@ from nasq import train as train_lib
 from nasq.costs import Budget
 from nasq.history import STATUS_OK, History, Record
 from nasq.quant import QuantConfig
+from nasq.runs import record
 from nasq.spaces import SearchSpace, macro
 
 SEED_STRIDE = 1_000_003  # Apart from every record's seed + index in a search.
@@ -148,18 +149,10 @@ def retrain_best(
 
 
 def _finished(path: Path) -> dict[tuple[int, int], dict[str, Any]]:
-  """The retrainings a JSON-lines file holds, by (record index, replicate); a torn last
-  line is dropped (it reruns). Lines written before replicates existed are replicate 0,
-  at the record's seed."""
-  done = []
-  if path.exists():
-    for line in path.read_text().splitlines():
-      if line.strip():
-        try:
-          done.append(json.loads(line))
-        except json.JSONDecodeError:
-          break
-  return {(d["index"], d.get("replicate", 0)): d for d in done}
+  """The retrainings a JSON-lines file holds, by (record index, replicate); a cut last
+  line (a killed writer's) is dropped and reruns (``record.read``). Lines written
+  before replicates existed are replicate 0, at the record's seed."""
+  return {(d["index"], d.get("replicate", 0)): d for d in record.read(path)}
 
 
 RETRAINED = "retrained.jsonl"
@@ -266,9 +259,7 @@ class _Retrainer:
         | {"selected_by": "search validation score (rank 1 of the retrained)"},
       )
       (self.workdir / "best_architecture.txt").write_text(r.arch + "\n")
-    with open(self.path, "a") as f:
-      f.write(json.dumps(entry) + "\n")
-      f.flush()
+    record.append(self.path, entry)  # removes a killed writer's cut line first
     return entry
 
 

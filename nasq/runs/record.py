@@ -81,6 +81,18 @@ def code_version(
 NUMERIC_LIBRARIES = ("jax", "jaxlib", "numpy", "scipy", "flax", "optax", "numpyro")
 
 
+def cpu_model() -> str:
+  """The CPU's model name (Linux's /proc/cpuinfo), else the machine's architecture."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      models = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+    if models:
+      return models[0]
+  except OSError:
+    pass
+  return platform.machine()
+
+
 def environment() -> dict[str, str]:
   """What besides the code changes a run's numbers: the numerical libraries' versions,
   the CPU (XLA:CPU compiles for the host's instruction set) and XLA's flags."""
@@ -90,14 +102,7 @@ def environment() -> dict[str, str]:
       env[name] = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
       env[name] = "absent"
-  cpu = platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      models = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-    cpu = models[0] if models else cpu
-  except OSError:
-    pass
-  env["cpu"] = cpu
+  env["cpu"] = cpu_model()
   env["xla_flags"] = " ".join(sorted(os.environ.get("XLA_FLAGS", "").split()))
   return env
 

@@ -11,11 +11,49 @@ from typing import Any
 import ml_collections
 
 from nasq import data as data_lib
-from nasq.history import STATUS_OK, History
+from nasq.history import STATUS_OK, History, Record
 from nasq.runs import final, search
 from nasq.runs import workdir as workdir_lib
 from nasq.runs.config import user_errors
 from nasq.spaces import make_space
+
+
+def open_finished(
+  config: ml_collections.ConfigDict, workdir: str | Path
+) -> tuple[search.SearchSettings, History]:
+  """The settings and the history of the finished search in ``workdir``. ``config``
+  must be the search's own: checked against ``workdir/config.json`` (``ValueError``
+  naming the field that differs), so whatever is trained again uses its recipe."""
+  workdir = Path(workdir)
+  if not (workdir / History.FILENAME).exists():
+    raise ValueError(f"workdir: {workdir} holds no search ({History.FILENAME} missing)")
+  if not workdir_lib.check_config(workdir, config, search.default_config()):
+    raise ValueError(f"workdir: {workdir} has no config.json to check the recipe against")
+  return search.SearchSettings.from_config(config), History.open(workdir)
+
+
+def successful_records(
+  history: History, indices, fidelity: int | None = None
+) -> list[Record]:
+  """The records at ``indices`` of ``history``; ``ValueError`` (field ``records``) for
+  an index that is not a successful record (of fidelity ``fidelity``, when given)."""
+  try:
+    indices = [int(i) for i in indices]
+  except ValueError:
+    raise ValueError(f"records: integers, got {list(indices)}") from None
+  if not indices:
+    raise ValueError("records: give at least one record index")
+  what = "record" if fidelity is None else f"search evaluation (fidelity {fidelity})"
+  chosen = []
+  for i in indices:
+    r = history.records[i] if 0 <= i < len(history) else None
+    if r is None or r.status != STATUS_OK or fidelity not in (None, r.fidelity):
+      raise ValueError(
+        f"records: {i} is not a successful {what} of {history.path.parent} "
+        f"(indices 0-{len(history) - 1})"
+      )
+    chosen.append(r)
+  return chosen
 
 
 def retrain_chosen(
@@ -37,30 +75,16 @@ def retrain_chosen(
   "finals": the search's final.jsonl summaries, "reference": reference.json or None}.
   """
   with user_errors():  # bad input fails here, before anything is trained
-    workdir = Path(workdir)
-    if not (workdir / History.FILENAME).exists():
-      raise ValueError(f"workdir: {workdir} holds no search ({History.FILENAME} missing)")
-    if not workdir_lib.check_config(workdir, config, search.default_config()):
-      raise ValueError(
-        f"workdir: {workdir} has no config.json to check the recipe against"
-      )
     if bool(records) == bool(within_kb):
       raise ValueError("give either records (indices) or within_kb (> 0), not both")
-    settings = search.SearchSettings.from_config(config)
-    history = History.open(workdir)
+    workdir = Path(workdir)
+    settings, history = open_finished(config, workdir)
     if within_kb:
       chosen = final.best_within(history, settings.budget, within_kb * 8 * 1024, count)
       if not chosen:
         raise ValueError(f"within_kb: no successful record takes <= {within_kb} KB")
     else:
-      chosen = []
-      for i in records:
-        if not 0 <= i < len(history) or history.records[i].status != STATUS_OK:
-          raise ValueError(
-            f"records: {i} is not a successful record of {workdir} "
-            f"(indices 0-{len(history) - 1})"
-          )
-        chosen.append(history.records[i])
+      chosen = successful_records(history, records)
     seeds = int(num_seeds) or int(config.final_seeds)
     dataset = data_lib.load_dataset(settings.final_data)
     space = make_space(search.for_dataset(settings, dataset).space)  # as the search's

@@ -135,8 +135,11 @@ def test_more_seeds_on_a_finished_retraining_train_only_the_missing_ones(
   # The line as an older nasq wrote it.
   line = json.loads((workdir / "final.jsonl").read_text())
   del line["replicate"], line["seed"]
-  (workdir / "final.jsonl").write_text(json.dumps(line) + "\n")
+  # ... and a killed writer's cut line after it: dropped, retrained, never glued to.
+  (workdir / "final.jsonl").write_text(json.dumps(line) + '\n{"index": 0, "repl')
   (three,) = final.retrain_best(*args, num_final=1, num_seeds=3)
+  lines = (workdir / "final.jsonl").read_text().splitlines()
+  assert [json.loads(x)["replicate"] for x in lines[1:]] == [1, 2]
   stride = final.SEED_STRIDE
   assert SeededEvaluator.calls[1:] == [
     ("conv3:s1:c4", 7 + stride, False),
