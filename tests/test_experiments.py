@@ -1,7 +1,9 @@
 """The entry points, run as a user runs them, on shrunken configs."""
 
 import csv
+import dataclasses
 import json
+import math
 import os
 import random
 import signal
@@ -14,7 +16,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from nasq import checkpoints, data, export, models
+from nasq import checkpoints, costs, data, export, models
 from nasq.runs import final as final_lib
 from nasq.runs.train import resolve_architecture
 
@@ -34,7 +36,7 @@ def test_train_entry_point(tmp_path, fake_fashion_mnist):
     "--config.train.epochs=2",
     "--config.train.batch_size=50",
     "--config.train.progress=False",
-    "--config.arch=conv3:s2:c8:w8 maxpool:s2 dwsep3:s1:c16:w4",
+    "--config.arch=conv3:s2:c8:w8 maxpool:s2 dwsep3:s1:c16:w4 conv1:s1:c8:w2",
     "--config.space.weight_bits_choices=(2, 4, 8)",
     "--config.integer_qat=True",  # 8-bit activations with learned ranges
   ]
@@ -74,6 +76,15 @@ def test_train_entry_point(tmp_path, fake_fashion_mnist):
   assert "## model_int4.tflite: packed 4-bit filters" in export_report
   assert "dwsep3:s1:c16:w4" in export_report
   assert "integer-faithful QAT" in export_report and "JAX QAT (8-bit" in export_report
+  assert "trained with per-layer 2/4/8-bit weights (the classifier's 4)" in export_report
+  # The int8 model's bytes are set against every layer at 8 bits, not the own widths.
+  layers = tuple(dataclasses.replace(x, weight_bits=None) for x in arch.layers)
+  uniform8 = costs.compute_costs(dataclasses.replace(arch, layers=layers), 8)
+  assert f"size at 8 bits ({math.ceil(uniform8.model_size_bits / 8)})" in export_report
+  assert "| cost model: model size at its layers' bits |" in export_report
+  # The 2-bit layer (16 x 8 weights) is stored as int4: 2 bits a weight more.
+  assert "1 layer has 2-bit weights (128 weights)" in export_report
+  assert "stored as int4, 32 bytes more" in export_report
 
 
 def test_train_autoencoder_entry_point_and_cache(tmp_path):

@@ -198,14 +198,23 @@ def export_report(
   model, (given LiteRT Micro's ``arena``) peak memory against it, and (given the int4
   export's measurements, ``int4_export``) the packed model beside the int8 one."""
   c = costs_lib.compute_costs(arch, weight_bits)
-  c8 = costs_lib.compute_costs(arch, 8)
+  layer_bits = sorted({x.weight_bits for x in arch.layers if x.weight_bits is not None})
+  # The int8 model stores every layer at 8 bits, whatever its own width.
+  uniform = [dataclasses.replace(x, weight_bits=None) for x in arch.layers]
+  c8 = costs_lib.compute_costs(dataclasses.replace(arch, layers=tuple(uniform)), 8)
+  bits_text = f"{weight_bits}-bit weights"
+  if layer_bits:
+    bits_text = (
+      f"per-layer {'/'.join(map(str, layer_bits))}-bit weights (the classifier's "
+      f"{weight_bits})"
+    )
   kernel_params = sum(u.kernel_params for u in c.layers)
   exported = summary["weight_bytes"] + summary["bias_bytes"]
   size8 = math.ceil(c8.model_size_bits / 8)
   lines = [
     "# Export report",
     "",
-    f"Architecture: `{arch.to_string()}`, trained with {weight_bits}-bit weights"
+    f"Architecture: `{arch.to_string()}`, trained with {bits_text}"
     + (
       ", integer-faithful QAT (8-bit activations; the export uses their learned ranges)."
       if integer_qat
@@ -230,9 +239,10 @@ def export_report(
     f"| weights + biases against the cost model's size at 8 bits ({size8}) | "
     f"{exported} ({100 * (exported - size8) / size8:+.1f}%) |",
   ]
-  if weight_bits < 8:
+  if weight_bits < 8 or layer_bits:
+    at = "its layers' bits" if layer_bits else f"{weight_bits} bits"
     lines.append(
-      f"| cost model: model size at {weight_bits} bits | {math.ceil(c.model_size_bits / 8)} |"
+      f"| cost model: model size at {at} | {math.ceil(c.model_size_bits / 8)} |"
     )
   lines.append(
     f"| cost model: peak activation memory (int8) | {c.peak_activation_bytes} |"
@@ -264,6 +274,12 @@ def int4_report(
   size = math.ceil(c.model_size_bits / 8)
   n = packed["num_micro_test"]
   a8, a4 = packed["micro_accuracy_int8"], packed["micro_accuracy_int4"]
+  widths = sorted({u.weight_bits for u in c.layers if u.kernel_params})
+  widths = (
+    f"{widths[0]} bits"
+    if len(widths) == 1
+    else f"its layers' {'/'.join(map(str, widths))} bits"
+  )
   lines = [
     "## model_int4.tflite: packed 4-bit filters",
     "",
@@ -286,9 +302,13 @@ def int4_report(
       f"| LiteRT Micro arena: activations (head) | {arena['head']} | "
       f"{packed['arena_int4']['head']} (cost model: {packed['arena_int4_predicted']}) |"
     )
+    lines.append(
+      f"| LiteRT Micro arena: total | {arena['total']} | "
+      f"{packed['arena_int4']['total']} |"
+    )
   lines += [
     "",
-    f"The cost model's size ({size} bytes at {c.weight_bits} bits: weights, their "
+    f"The cost model's size ({size} bytes at {widths}: weights, their "
     f"per-channel scales, BatchNorm) against the int4 model's filters and biases: "
     f"{stored4} bytes ({100 * (stored4 - size) / size:+.1f}%). LiteRT Micro's reference "
     "kernels unpack each int4 filter into an int8 scratch buffer in the arena while "
@@ -296,4 +316,22 @@ def int4_report(
     "one; the cost model's int4 figure lays those buffers out as its planner does.",
     "",
   ]
+  narrow = [
+    u for u in c.layers if u.kernel_params and u.weight_bits < export_int4.INT4_BITS
+  ]
+  if narrow:
+    bits = sorted({u.weight_bits for u in narrow})
+    weights = sum(u.kernel_params for u in narrow)
+    extra = math.ceil(
+      sum(u.kernel_params * (export_int4.INT4_BITS - u.weight_bits) for u in narrow) / 8
+    )
+    lines += [
+      f"{len(narrow)} {'layer has' if len(narrow) == 1 else 'layers have'} "
+      f"{'/'.join(map(str, bits))}-bit weights ({weights} "
+      "weights): LiteRT has no filter type narrower than int4, so they are stored as "
+      f"int4, {extra} bytes more than at their own widths; on a device, the cost "
+      "model's size holds only with a packed format of that width and kernels that "
+      "read it.",
+      "",
+    ]
   return lines
