@@ -83,12 +83,17 @@ def to_onnx(net: FoldedNetwork, calibration_images: np.ndarray, opset: int = 17)
     s, z = const("scale", np.float32(scale)), const("zero", np.int8(zero))
     return node("DequantizeLinear", [node("QuantizeLinear", [x, s, z]), s, z])
 
-  def weight(w, axis):
-    """int8 codes per output channel (``axis``) through DequantizeLinear."""
+  def weight(w, axis, bits):
+    """The QAT integers of a ``bits``-bit kernel (one scale per output channel,
+    ``axis``; the folded kernel is codes x scale, see ``export_int4.to_int4``) as int8
+    through DequantizeLinear. Kept at their own range rather than spread over int8's:
+    onnxruntime's int8 convolutions on CPUs without VNNI add pairs of uint8 x int8
+    products in int16, which saturate when 2-bit codes all become +-127."""
+    qmax = 2 ** (min(int(bits), 8) - 1) - 1
     reduce = tuple(i for i in range(w.ndim) if i != axis)
     absmax = np.max(np.abs(w), axis=reduce, keepdims=True)
-    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
-    codes = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+    scale = np.where(absmax > 0, absmax / qmax, 1.0).astype(np.float32)
+    codes = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
     return node(
       "DequantizeLinear",
       [
@@ -121,7 +126,7 @@ def to_onnx(net: FoldedNetwork, calibration_images: np.ndarray, opset: int = 17)
         oihw = np.transpose(cv.kernel, (3, 2, 0, 1))  # depthwise: [C, 1, k, k]
         x = node(
           "Conv",
-          [x, weight(oihw, 0), const("bias", cv.bias.astype(np.float32))],
+          [x, weight(oihw, 0, cv.bits), const("bias", cv.bias.astype(np.float32))],
           kernel_shape=[k, k],
           strides=[cv.stride] * 2,
           pads=_same_pads(size, k, cv.stride),
@@ -145,7 +150,7 @@ def to_onnx(net: FoldedNetwork, calibration_images: np.ndarray, opset: int = 17)
   x = qdq(node("Flatten", [node("GlobalAveragePool", [x])]))
   logits = node(
     "Gemm",
-    [x, weight(net.dense_kernel, 1), const("dense_bias", net.dense_bias)],
+    [x, weight(net.dense_kernel, 1, net.dense_bits), const("dense_bias", net.dense_bias)],
   )
   logits = qdq(logits)
   nodes.append(helper.make_node("Identity", [logits], ["logits"]))

@@ -238,6 +238,34 @@ def test_an_interrupted_export_leaves_the_previous_one_whole(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
+def test_onnx_kernels_hold_the_qat_integers_at_their_own_width():
+  """Each kernel's int8 codes are its QAT integers (2-bit: -1, 0, 1), not spread over
+  int8's range: onnxruntime's int8 convolutions on CPUs without VNNI sum pairs of
+  uint8 x int8 products in int16, which codes of +-127 saturate."""
+  arch = _arch("conv3:s1:c8:w2 dwsep3:s2:c16:w4 conv3:s1:c12:w8 conv1:s1:c8:w4")
+  variables = _random_variables(arch, 4)
+  images = np.random.default_rng(0).integers(0, 256, (8, 12, 12, 1)).astype(np.float32)
+  net = export.fold(arch, variables, 4, 0.5, 0.25)
+  graph = onnx.load_from_string(export_onnx.to_onnx(net, images)).graph
+  values = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+  dequantize = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+  stored = []
+  for n in graph.node:
+    if n.op_type in ("Conv", "Gemm"):
+      d = dequantize[n.input[1]]
+      (axis,) = [a.i for a in d.attribute if a.name == "axis"]
+      stored.append((values[d.input[0]], values[d.input[1]], axis))
+  convs = [c for layer in net.layers for c in layer.convs]
+  kernels = [np.transpose(c.kernel, (3, 2, 0, 1)) for c in convs] + [net.dense_kernel]
+  bits = [c.bits for c in convs] + [net.dense_bits]
+  assert bits == [2, 4, 4, 8, 4, 4]
+  for (codes, scale, axis), kernel, b in zip(stored, kernels, bits, strict=True):
+    assert codes.dtype == np.int8 and np.abs(codes).max() == 2 ** (b - 1) - 1
+    shape = [1] * codes.ndim
+    shape[axis] = -1
+    np.testing.assert_allclose(codes * scale.reshape(shape), kernel, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize(
   "text",
   [
