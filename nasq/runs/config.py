@@ -17,14 +17,12 @@ import types
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import ml_collections
 
 from nasq.executors import ExecutorError
 from nasq.spaces import SPACE_CONFIGS, SpaceConfig
-
-T = TypeVar("T")
 
 
 def _placeholder_type(hint: Any) -> type:
@@ -50,7 +48,7 @@ def _freeze(value: Any) -> Any:
   return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
 
 
-def from_config(
+def from_config[T](
   cls: type[T], section: ml_collections.ConfigDict | dict[str, Any], name: str
 ) -> T:
   """The ``cls`` settings of config section ``name`` (a ConfigDict, or its JSON data);
@@ -102,7 +100,7 @@ def user_errors() -> Iterator[None]:
     raise ConfigError(str(e)) from e
 
 
-def run_main(fn: Callable[..., T], *args: Any) -> T:
+def run_main[T](fn: Callable[..., T], *args: Any) -> T:
   """``fn(*args)`` for an entry point: a ``ConfigError`` ends the process with its
   message on one line and exit status 2; any other exception keeps its traceback."""
   try:
