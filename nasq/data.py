@@ -15,6 +15,7 @@ Batching is deterministic: the order of an epoch is a function of (seed, epoch) 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import os
 import struct
@@ -84,6 +85,8 @@ class Dataset:
   crop_padding: int
   # Training examples left after carving validation, before train_size kept a subset.
   num_train_available: int = 0
+  # Whether ``test`` was carved from the training examples (the data has no test split).
+  test_carved: bool = False
 
   @property
   def input_shape(self) -> tuple[int, int, int]:
@@ -280,6 +283,35 @@ def _user_split(arrays: tuple | None) -> Split | None:
 # --- assembling a Dataset ----------------------------------------------------------------
 
 
+def sample_indices(labels: np.ndarray, size: int, seed) -> np.ndarray:
+  """``size`` indices of ``labels``, a seeded random sample stratified by class: each
+  class keeps its share (to within one example), whatever order the examples come in
+  (a folder is read class by class). Sorted, so a subset keeps the data's order."""
+  labels = np.asarray(labels)
+  n = len(labels)
+  if not 0 <= size <= n:
+    raise ValueError(f"cannot sample {size} of {n} examples")
+  perm = np.random.default_rng(seed).permutation(n)
+  shuffled = labels[perm]
+  # Each example's position among its class's (in the shuffled order), as a fraction
+  # of that class's count: taking the smallest fractions first interleaves the classes
+  # in proportion to their sizes.
+  _, inverse, counts = np.unique(shuffled, return_inverse=True, return_counts=True)
+  order = np.argsort(inverse, kind="stable")
+  rank = np.empty(n, np.int64)
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  rank[order] = np.arange(n) - np.repeat(starts, counts)
+  fraction = (rank + 0.5) / counts[inverse]
+  chosen = perm[np.argsort(fraction, kind="stable")[:size]]
+  return np.sort(chosen)
+
+
+def sample(split: Split, size: int, seed) -> Split:
+  """A seeded, class-stratified random subset of ``split`` (``sample_indices``)."""
+  idx = sample_indices(split.labels, size, seed)
+  return Split(split.images[idx], split.labels[idx])
+
+
 def carve_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Split]:
   """Splits ``train`` into (train, validation) by a seeded permutation."""
   if not 0 < val_size < len(train):
@@ -292,9 +324,16 @@ def carve_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Spl
   )
 
 
-def carve_test(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+# The carved test split is a function of the data and ``test_fraction`` alone, not of a
+# section's ``seed``: the search, its promotions and the retraining hold out the same
+# test examples, so none of them trains on another's test images.
+TEST_CARVE_SEED = 0
+
+
+def carve_test(train: Split, fraction: float) -> tuple[Split, Split]:
   """(train, test): ``fraction`` of ``train`` held out as a test split, for data
-  without one (seeded, independent of the validation carving)."""
+  without one (one fixed seed, ``TEST_CARVE_SEED``; independent of the validation
+  carving)."""
   n = len(train)
   k = int(round(fraction * n))
   if not 0 < k < n:
@@ -302,7 +341,7 @@ def carve_test(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
       f"data.test_fraction={fraction} of {n} examples leaves no test or no training "
       f"example: give the data a test split or more examples"
     )
-  perm = np.random.default_rng([seed, 1]).permutation(n)
+  perm = np.random.default_rng([TEST_CARVE_SEED, 1]).permutation(n)
   test_idx, train_idx = np.sort(perm[:k]), np.sort(perm[k:])
   return (
     Split(train.images[train_idx], train.labels[train_idx]),
@@ -331,8 +370,9 @@ def make_dataset(
     raise ValueError(
       f"{name}: images are {train.images.shape[1:]}, expected {info.input_shape}"
     )
-  if test is None:
-    train, test = carve_test(train, test_fraction, seed)
+  carved = test is None
+  if carved:
+    train, test = carve_test(train, test_fraction)
   train, val = carve_validation(train, val_size, seed)
   available = len(train)
   if train_size > available:
@@ -345,10 +385,12 @@ def make_dataset(
       f"data.test_size={test_size} exceeds the {len(test)} test examples of {name} "
       f"(0: all of them)"
     )
+  # Subsets are seeded class-stratified samples, never the first examples: data read
+  # class by class would otherwise keep only its first classes.
   if train_size:
-    train = Split(train.images[:train_size], train.labels[:train_size])
+    train = sample(train, train_size, [seed, 2])
   if test_size:
-    test = Split(test.images[:test_size], test.labels[:test_size])
+    test = sample(test, test_size, [seed, 3])
   pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
   mean, std = pixels.mean(0), pixels.std(0)
   if info is not None:
@@ -373,23 +415,79 @@ def make_dataset(
     augment,
     padding,
     available,
+    carved,
   )
 
 
-def load_dataset(config: DataConfig) -> Dataset:
-  """Loads the dataset described by ``config``."""
-  source = config.resolved_source
-  name = os.path.expanduser(config.name)
+def _stamp(path: str) -> tuple:
+  """Sizes and modification times of ``path`` and the entries in it (a folder's class
+  subfolders too): data rewritten on disk is read again."""
+  out = []
+  try:
+    st = os.stat(path)
+  except OSError:
+    return ()
+  out.append((path, st.st_mtime_ns, st.st_size))
+  if os.path.isdir(path):
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+      st = entry.stat()
+      out.append((entry.name, st.st_mtime_ns, st.st_size))
+  return tuple(out)
+
+
+@functools.lru_cache(maxsize=2)
+def _read(
+  source: str,
+  name: str,
+  data_dir: str,
+  download: bool,
+  image_size: int,
+  channels: int,
+  stamp: tuple,
+) -> tuple[Split, Split | None, int | None]:
+  """The data's (train, test or None, class count or None) as read from disk, kept
+  for the process: a search, its promotion rungs and its retraining read it once.
+  The arrays are read-only, since every caller shares them."""
   num_classes = None
   if source == "idx":
-    train, test = load_fashion_mnist_idx(config.data_dir)
+    train, test = load_fashion_mnist_idx(data_dir)
   elif source == "npz":
     train, test = map(_user_split, user_data.load_npz(name))
   elif source == "folder":
-    arrays = user_data.load_folder(name, config.image_size, config.channels)
-    train, test = map(_user_split, arrays)
+    train, test = map(_user_split, user_data.load_folder(name, image_size, channels))
   else:
-    train, test, num_classes = load_tfds(config.name, config.data_dir, config.download)
+    train, test, num_classes = load_tfds(name, data_dir, download)
+  for split in (train, test):
+    if split is not None:
+      split.images.setflags(write=False)
+      split.labels.setflags(write=False)
+  return train, test, num_classes
+
+
+def load_dataset(config: DataConfig) -> Dataset:
+  """Loads the dataset described by ``config``; the files are read once per process
+  and data (``_read``), whatever subset sizes the configs ask for."""
+  source = config.resolved_source
+  name = config.name if source == "tfds" else os.path.expanduser(config.name)
+  if source == "idx":
+    folder = config.data_dir or FASHION_MNIST_DIR
+    where = [
+      os.path.join(folder, f"{prefix}-{kind}-ubyte{ext}")
+      for prefix in ("train", "t10k")
+      for kind in ("images-idx3", "labels-idx1")
+      for ext in (".gz", "")
+    ]
+  else:
+    where = [name]
+  train, test, num_classes = _read(
+    source,
+    name,
+    config.data_dir,
+    config.download,
+    config.image_size,
+    config.channels,
+    tuple(_stamp(w) for w in where) if source != "tfds" else (),
+  )
   return make_dataset(
     config.name,
     train,

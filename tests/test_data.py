@@ -50,6 +50,71 @@ def test_load_dataset_splits_and_statistics(tmp_path, fake_fashion_mnist):
   assert len(ds.train_and_val()) == 60
 
 
+def _class_ordered(n_per_class: int, classes: int = 10, shape=(4, 4, 1)) -> data.Split:
+  """Examples sorted by class, as a folder of class subfolders is read; each image
+  holds its own index, so a subset can be traced back."""
+  n = n_per_class * classes
+  labels = np.repeat(np.arange(classes), n_per_class).astype(np.int32)
+  images = np.zeros((n, int(np.prod(shape))), np.uint8)
+  images[:, 0], images[:, 1] = np.arange(n) % 256, np.arange(n) // 256
+  return data.Split(images.reshape(n, *shape), labels)
+
+
+def _ids(split: data.Split) -> set[int]:
+  flat = split.images.reshape(len(split), -1).astype(int)
+  return set((flat[:, 0] + 256 * flat[:, 1]).tolist())
+
+
+def test_subsets_of_class_ordered_data_keep_every_class_in_proportion():
+  """6,000 class-ordered images of 10 classes, 1,200 kept for training and 300 for
+  testing: every class is in both subsets with its share (to within one example), the
+  draw is seeded, and the subsets are drawn at random, not the first examples."""
+  train, test = _class_ordered(600), _class_ordered(100)
+  ds = data.make_dataset(
+    "ordered", train, test, val_size=1000, seed=0, train_size=1200, test_size=300
+  )
+  # Validation is a random draw, so the 5,000 left for training are near-balanced.
+  left = np.bincount(train.labels[sorted(set(range(6000)) - _ids(ds.val))], minlength=10)
+  for split, size, shares in ((ds.train, 1200, left / 5000), (ds.test, 300, 0.1)):
+    counts = np.bincount(split.labels, minlength=10)
+    assert len(split) == size and np.abs(counts - size * shares).max() <= 1, counts
+  again = data.make_dataset(
+    "ordered", train, test, val_size=1000, seed=0, train_size=1200, test_size=300
+  )
+  np.testing.assert_array_equal(again.train.images, ds.train.images)
+  other = data.make_dataset(
+    "ordered", train, test, val_size=1000, seed=1, train_size=1200, test_size=300
+  )
+  assert not np.array_equal(other.train.images, ds.train.images)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sample_indices_is_a_stratified_sample_without_repeats(seed):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 7, size=int(rng.integers(50, 400)))
+  size = int(rng.integers(1, len(labels) + 1))
+  idx = data.sample_indices(labels, size, seed)
+  assert len(idx) == size == len(set(idx.tolist())) and np.all(np.diff(idx) > 0)
+  counts, totals = np.bincount(labels[idx], minlength=7), np.bincount(labels, minlength=7)
+  # Each class's share of the sample is its share of the data, to within one example.
+  assert np.all(np.abs(counts - size * totals / len(labels)) <= 1 + 1e-9)
+  # Larger samples of one seed contain the smaller ones (a rung's images are nested).
+  bigger = data.sample_indices(labels, min(size + 10, len(labels)), seed)
+  assert set(idx.tolist()) <= set(bigger.tolist())
+
+
+def test_a_carved_test_split_does_not_depend_on_the_sections_seed():
+  """Data without a test split: the search (seed 0) and the retraining (seed 1) hold out
+  the same test examples, so neither trains on the other's test images."""
+  train = _class_ordered(50)
+  a = data.make_dataset("ordered", train, None, val_size=50, seed=0, test_fraction=0.2)
+  b = data.make_dataset("ordered", train, None, val_size=50, seed=1, test_fraction=0.2)
+  assert a.test_carved and b.test_carved
+  np.testing.assert_array_equal(a.test.images, b.test.images)
+  for ds in (a, b):
+    assert not _ids(a.test) & (_ids(ds.train) | _ids(ds.val))
+
+
 @pytest.mark.parametrize(
   "field, value, match",
   [
