@@ -28,6 +28,9 @@ _NUM_MICRO_TEST = flags.DEFINE_integer(
   "Test images the int8 and int4 models run under LiteRT Micro (0: all; about 20 ms "
   "an image each for a 20M-MAC network).",
 )
+_FORCE = flags.DEFINE_bool(
+  "force", False, "Export again even if the export of these inputs is finished."
+)
 _NUM_CALIBRATION = flags.DEFINE_integer(
   "num_calibration", 500, "Training images that calibrate the int8 activation ranges."
 )
@@ -41,6 +44,7 @@ def _export():
       num_calibration=_NUM_CALIBRATION.value,
       num_test=_NUM_TEST.value,
       num_micro_test=_NUM_MICRO_TEST.value,
+      reuse=not _FORCE.value,
     )
 
 
@@ -50,7 +54,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   result = run_main(_export)
   print(open(f"{result['dir']}/export_report.md").read())
-  print(f"exported to {result['dir']}")
+  reused = " (reused: its inputs are those of the finished export there)"
+  print(f"exported to {result['dir']}{reused if result.get('reused') else ''}")
 
 
 if __name__ == "__main__":

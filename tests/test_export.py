@@ -7,11 +7,14 @@ import pytest
 
 # The export extra (setup.cfg): without it these tests are skipped, so the rest of the
 # suite collects and runs; CI installs it, and fails on any skip (tests/conftest.py).
-onnx = pytest.importorskip("onnx")
-tf = pytest.importorskip("tensorflow")
-Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
-pytest.importorskip("onnxruntime")
-pytest.importorskip("tflite_micro")
+EXPORT_EXTRA = "needs the export extra: pip install -e .[export]"
+onnx = pytest.importorskip("onnx", reason=EXPORT_EXTRA)
+tf = pytest.importorskip("tensorflow", reason=EXPORT_EXTRA)
+Interpreter = pytest.importorskip(
+  "ai_edge_litert.interpreter", reason=EXPORT_EXTRA
+).Interpreter
+pytest.importorskip("onnxruntime", reason=EXPORT_EXTRA)
+pytest.importorskip("tflite_micro", reason=EXPORT_EXTRA)
 
 from nasq import (  # noqa: E402
   arena,

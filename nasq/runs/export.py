@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import math
@@ -19,6 +20,9 @@ from nasq import data as data_lib
 from nasq.runs.config import from_config, space_from_config
 from nasq.spaces import make_space
 from nasq.spaces.macro import MacroArchitecture
+
+# Seed of the export's calibration images and of its LiteRT Micro test images.
+CALIBRATION_SEED = 0
 
 # What the export imports (the ``export`` extra of setup.cfg), by module name.
 EXPORT_MODULES = ("tensorflow", "ai_edge_litert", "onnx", "onnxruntime", "tflite_micro")
@@ -50,11 +54,15 @@ def export_workdir(
   num_calibration: int = 500,
   num_test: int = 0,
   num_micro_test: int = 1000,
+  reuse: bool = True,
 ) -> dict[str, Any]:
   """Exports the model of ``workdir`` into ``out_dir`` (default ``<workdir>/export``)
   and returns what the report states. ``workdir`` is a finished search (its best
   retrained model: ``best_checkpoint``, ``best_architecture.txt``) or a training run of
-  ``experiments/train.py`` (``checkpoint``, ``result.json``)."""
+  ``experiments/train.py`` (``checkpoint``, ``result.json``).
+
+  A finished export of the same inputs (the model's files, its config, these settings:
+  ``inputs_fingerprint``) is reused, nothing recomputed, unless ``reuse`` is False."""
   workdir = Path(workdir)
   out_dir = Path(out_dir) if out_dir else workdir / "export"
   if (workdir / "best_checkpoint").exists():
@@ -68,6 +76,17 @@ def export_workdir(
         "retraining writes best_checkpoint and best_architecture.txt) or a finished "
         "experiments/train.py run (checkpoint, result.json)"
       )
+  settings = {
+    "num_calibration": num_calibration,
+    "num_test": num_test,
+    "num_micro_test": num_micro_test,
+  }
+  inputs = inputs_fingerprint(
+    [workdir / "config.json", arch_file, checkpoint, workdir / f"{checkpoint.name}.json"],
+    settings,
+  )
+  if reuse and (done := _finished_export(out_dir, inputs)) is not None:
+    return done
   config = json.loads((workdir / "config.json").read_text())
   # The data the checkpoint was trained on: a search's retraining uses final_data, a
   # training run its data. Its normalization statistics are stored with the checkpoint
@@ -96,14 +115,18 @@ def export_workdir(
   mean, std = (meta["mean"], meta["std"]) if meta else (dataset.mean, dataset.std)
 
   net = export.fold(arch, variables, weight_bits, mean, std)
-  model = export.to_tflite(net, dataset.train.images[:num_calibration])
+  # A seeded, class-stratified draw, not the first images (a folder is class-ordered).
+  calibration = data_lib.sample(
+    dataset.train, min(num_calibration, len(dataset.train)), CALIBRATION_SEED
+  ).images
+  model = export.to_tflite(net, calibration)
   test = dataset.test
   logits = export.tflite_logits(model, test.images)
   tflite_acc = float(np.mean(np.argmax(logits, -1) == test.labels))
   jax_acc = export.jax_accuracy(
     arch, weight_bits, variables, test.images, test.labels, net, integer_qat
   )
-  onnx_model = export_onnx.to_onnx(net, dataset.train.images[:num_calibration])
+  onnx_model = export_onnx.to_onnx(net, calibration)
   onnx_acc = float(
     np.mean(
       np.argmax(export_onnx.onnx_logits(onnx_model, test.images), -1) == test.labels
@@ -135,8 +158,7 @@ def export_workdir(
     arena,
     packed,
   )
-  export.write_atomically(out_dir, files)
-  return {
+  result = {
     "dir": str(out_dir),
     "jax_accuracy": float(jax_acc),
     "tflite_accuracy": tflite_acc,
@@ -147,6 +169,39 @@ def export_workdir(
     **summary,
     **({"int4": packed} if packed else {}),
   }
+  files[RESULT] = json.dumps({"inputs": inputs, "result": result}, indent=1)
+  export.write_atomically(out_dir, files)
+  return result
+
+
+# What an export writes beside its files: the fingerprint of its inputs and its result.
+RESULT = "export_result.json"
+# Raised when the export writes other files for the same inputs, so none is reused.
+EXPORT_FORMAT = 1
+
+
+def inputs_fingerprint(paths: list[Path], settings: dict[str, Any]) -> str:
+  """SHA-256 of the export's inputs: the bytes of every file under ``paths`` (a
+  missing one counts as absent), ``settings`` and ``EXPORT_FORMAT``."""
+  digest = hashlib.sha256(json.dumps([EXPORT_FORMAT, settings], sort_keys=True).encode())
+  for path in paths:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+      if f.exists():
+        digest.update(str(f.relative_to(path.parent)).encode() + b"\0")
+        digest.update(f.read_bytes())
+  return digest.hexdigest()
+
+
+def _finished_export(out_dir: Path, inputs: str) -> dict[str, Any] | None:
+  """The result of the export in ``out_dir`` if it was made from ``inputs``."""
+  try:
+    saved = json.loads((out_dir / RESULT).read_text())
+  except (OSError, ValueError):
+    return None
+  if saved.get("inputs") != inputs:
+    return None
+  return saved["result"] | {"dir": str(out_dir), "reused": True}
 
 
 def int4_export(
@@ -158,12 +213,13 @@ def int4_export(
   num_micro_test: int,
 ) -> dict[str, Any]:
   """The int4 flatbuffer of a model with <= 4-bit layers, and what it is measured to
-  be against the int8 one: both run by LiteRT Micro on the first ``num_micro_test``
-  test images (0: all; its reference kernels take about 20 ms an image for a 20M-MAC
+  be against the int8 one: both run by LiteRT Micro on ``num_micro_test`` test
+  images (a seeded class-stratified draw) (0: all; its reference kernels take about 20 ms an image for a 20M-MAC
   network), their arenas (measured, and the cost model's prediction) and bytes."""
   packed, _ = export_int4.to_int4(model, net)
   n = len(test) if num_micro_test <= 0 else min(num_micro_test, len(test))
-  images, labels = test.images[:n], test.labels[:n]
+  micro = data_lib.sample(test, n, CALIBRATION_SEED)  # stratified, not the first n
+  images, labels = micro.images, micro.labels
 
   def accuracy(m: bytes) -> float:
     return float(np.mean(np.argmax(export_int4.micro_logits(m, images), -1) == labels))
