@@ -26,10 +26,10 @@ def get_config():
   config.num_initial = 20
   config.num_evaluations = 100
   config.num_final = 3
-  for data in (config.data, config.final_data):
-    data.name = "cifar100"
-    data.source = "tfds"
-    data.val_size = 5_000
+  config.data.name = "cifar100"
+  config.data.source = "tfds"
+  config.data.val_size = config.final_data.val_size = 5_000
+  # final_data follows data (its name left empty): the same data, all of it.
   config.train.epochs = 15
   config.train.optimizer = "sgd"
   config.train.learning_rate = 0.05

@@ -23,11 +23,11 @@ def get_config():
   config.num_initial = 8
   config.num_evaluations = 32
   config.num_final = 2
-  for data in (config.data, config.final_data):
-    data.name = "cifar10"
-    data.source = "tfds"
-    data.download = True
-    data.val_size = 5_000
+  config.data.name = "cifar10"
+  config.data.source = "tfds"
+  config.data.download = True
+  config.data.val_size = config.final_data.val_size = 5_000
+  # final_data follows data (its name left empty): the same data, all of it.
   config.data.train_size = 20_000
   for train in (config.train, config.final_train):
     train.optimizer = "sgd"

@@ -39,7 +39,6 @@ def get_config():
   config.train.epochs = 1  # ... for 1 epoch: Spearman 0.87 against 10 epochs on 60k
   config.train.warmup_epochs = 0.1  # (the default 1-epoch warmup would fill the epoch)
   config.train.progress = False
-  config.final_data.name = "fashion_mnist"
   config.final_train.epochs = 1  # the retrained models: all 60k images, 1 epoch
   config.final_train.warmup_epochs = 0.1
   config.final_train.progress = True

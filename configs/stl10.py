@@ -23,10 +23,10 @@ def get_config():
   config.num_initial = 20
   config.num_evaluations = 80
   config.num_final = 3
-  for data in (config.data, config.final_data):
-    data.name = "stl10"
-    data.source = "tfds"
-    data.val_size = 1_000
+  config.data.name = "stl10"
+  config.data.source = "tfds"
+  config.data.val_size = config.final_data.val_size = 1_000
+  # final_data follows data (its name left empty): the same data, all of it.
   config.train.epochs = 20
   config.train.progress = False
   config.final_train.epochs = 100

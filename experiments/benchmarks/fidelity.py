@@ -45,6 +45,7 @@ from scipy import stats
 from nasq import costs, data, evaluators, models, train
 from nasq.quant import QuantConfig
 from nasq.runs.config import from_config, space_from_config
+from nasq.runs.settings import resolve_data_sections
 from nasq.spaces import make_space
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -230,7 +231,9 @@ def main(argv):
   train_config = from_config(train.TrainConfig, config.train, "train")
   final_config = from_config(train.TrainConfig, config.final_train, "final_train")
   search_data = from_config(data.DataConfig, config.data, "data")
-  final_data = from_config(data.DataConfig, config.final_data, "final_data")
+  final_data = from_config(
+    data.DataConfig, resolve_data_sections(config).final_data, "final_data"
+  )
   datasets = {
     # every training image the fidelities may use: subsets are taken per fidelity
     "search": data.load_dataset(dataclasses.replace(search_data, train_size=0)),

@@ -13,6 +13,7 @@ import ml_collections
 from nasq import data as data_lib
 from nasq.history import STATUS_OK, History, Record
 from nasq.runs import final, search
+from nasq.runs import settings as settings_lib
 from nasq.runs import workdir as workdir_lib
 from nasq.runs.config import user_errors
 from nasq.spaces import make_space
@@ -20,16 +21,17 @@ from nasq.spaces import make_space
 
 def open_finished(
   config: ml_collections.ConfigDict, workdir: str | Path
-) -> tuple[search.SearchSettings, History]:
+) -> tuple[settings_lib.SearchSettings, History]:
   """The settings and the history of the finished search in ``workdir``. ``config``
   must be the search's own: checked against ``workdir/config.json`` (``ValueError``
   naming the field that differs), so whatever is trained again uses its recipe."""
   workdir = Path(workdir)
+  config = settings_lib.resolve_data_sections(config)
   if not (workdir / History.FILENAME).exists():
     raise ValueError(f"workdir: {workdir} holds no search ({History.FILENAME} missing)")
   if not workdir_lib.check_config(workdir, config, search.default_config()):
     raise ValueError(f"workdir: {workdir} has no config.json to check the recipe against")
-  return search.SearchSettings.from_config(config), History.open(workdir)
+  return settings_lib.SearchSettings.from_config(config), History.open(workdir)
 
 
 def successful_records(
@@ -87,7 +89,9 @@ def retrain_chosen(
       chosen = successful_records(history, records)
     seeds = int(num_seeds) or int(config.final_seeds)
     dataset = data_lib.load_dataset(settings.final_data)
-    space = make_space(search.for_dataset(settings, dataset).space)  # as the search's
+    space = make_space(
+      settings_lib.for_dataset(settings, dataset).space
+    )  # as the search's
     evaluate = final.FinalEvaluator(
       settings.quantization, settings.final_data, settings.final_train, dataset
     )

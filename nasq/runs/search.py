@@ -32,88 +32,26 @@ from nasq.export import ExportError
 from nasq.feasibility import check_budget
 from nasq.history import STATUS_DUPLICATE, STATUS_INFEASIBLE, History, Record
 from nasq.loop import run_strategy
-from nasq.quant import QuantConfig, check_bits
 from nasq.runs import export as export_run
 from nasq.runs import final as final_lib
 from nasq.runs import workdir as workdir_lib
 from nasq.runs.config import (
   ConfigError,
   from_config,
-  space_from_config,
   to_config,
   user_errors,
 )
+from nasq.runs.settings import (
+  SearchSettings,
+  check_one_test_split,
+  for_dataset,
+  other_final_data,
+  resolve_data_sections,
+)
 from nasq.runs.workdir import ConfigMismatchError
-from nasq.spaces import SearchSpace, SpaceConfig, make_space, space_config
+from nasq.spaces import SearchSpace, make_space, space_config
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchSettings:
-  """Every typed section of a search config, converted (and so checked) at once."""
-
-  space: SpaceConfig
-  budget: Budget
-  objective: evaluators.Objective
-  strategies: strategies.StrategySettings
-  autoencoder: ae_lib.AutoencoderConfig
-  data: data_lib.DataConfig
-  train: train_lib.TrainConfig
-  final_data: data_lib.DataConfig
-  final_train: train_lib.TrainConfig
-  executor: executors.ExecutorConfig
-  quantization: QuantConfig
-  promotion: promotion_lib.PromotionConfig
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> SearchSettings:
-    """Checks the search-level fields, then converts every section (errors name the
-    field and the accepted values)."""
-    check_bits(config.weight_bits)
-    if config.strategy not in strategies.STRATEGIES:
-      raise ValueError(
-        f"strategy must be one of {list(strategies.STRATEGIES)}, got {config.strategy!r}"
-      )
-    if config.num_initial < 1 or config.num_evaluations < config.num_initial:
-      raise ValueError(
-        f"need 1 <= num_initial <= num_evaluations, got num_initial="
-        f"{config.num_initial}, num_evaluations={config.num_evaluations}"
-      )
-    if config.num_final < 0:
-      raise ValueError(f"num_final must be >= 0, got {config.num_final}")
-    if int(config.final_seeds) < 1:
-      raise ValueError(f"final_seeds must be >= 1, got {config.final_seeds}")
-    return cls(
-      space=space_from_config(config.space),
-      budget=from_config(Budget, config.budget, "budget"),
-      objective=from_config(evaluators.Objective, config.objective, "objective"),
-      strategies=from_config(
-        strategies.StrategySettings, config.strategies, "strategies"
-      ),
-      autoencoder=from_config(
-        ae_lib.AutoencoderConfig, config.autoencoder, "autoencoder"
-      ),
-      data=from_config(data_lib.DataConfig, config.data, "data"),
-      train=from_config(train_lib.TrainConfig, config.train, "train"),
-      final_data=from_config(data_lib.DataConfig, config.final_data, "final_data"),
-      final_train=from_config(train_lib.TrainConfig, config.final_train, "final_train"),
-      executor=from_config(executors.ExecutorConfig, config.executor, "executor"),
-      quantization=QuantConfig(
-        config.weight_bits, config.activation_bits, config.integer_qat
-      ),
-      promotion=from_config(promotion_lib.PromotionConfig, config.promotion, "promotion"),
-    )
-
-
-def for_dataset(settings: SearchSettings, dataset: data_lib.Dataset) -> SearchSettings:
-  """``settings`` with a space that takes ``dataset``'s image shape and classes (a
-  user's own data); ``settings`` itself where they already match."""
-  shape, classes = tuple(dataset.input_shape), dataset.num_classes
-  if (shape, classes) == (tuple(settings.space.input_shape), settings.space.num_classes):
-    return settings
-  space = dataclasses.replace(settings.space, input_shape=shape, num_classes=classes)
-  return dataclasses.replace(settings, space=space)
 
 
 def _check_dataset(space: SearchSpace, dataset: data_lib.Dataset) -> None:
@@ -162,14 +100,19 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
   raised before anything is trained, and before the workdir is touched where it can be.
   """
   with user_errors():
+    config = resolve_data_sections(config)  # final_data follows data unless named
     settings = SearchSettings.from_config(config)
+    if notice := other_final_data(settings):
+      print(notice, flush=True)
     budget = settings.budget
     space = make_space(settings.space)
     given = _check_space(config, space, budget)  # refused before any work
+    if config.export:
+      _check_export(config, space)
     workdir = Path(workdir)
     resuming = workdir_lib.check_config(workdir, config, default_config())
     # Everything that can fail on the user's input fails here, before the workdir is
-    # marked as this search's: the data, the schedules against it, the export extra.
+    # marked as this search's: the data and the schedules against it.
     dataset = data_lib.load_dataset(settings.data)
     if (adapted := for_dataset(settings, dataset)) is not settings:
       settings = adapted
@@ -181,16 +124,12 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
       else data_lib.load_dataset(settings.final_data)
     )
     _check_dataset(space, final_dataset)
+    check_one_test_split(settings, dataset)
     _check_schedules(settings, dataset, final_dataset, config.num_final)
-    if config.export:
-      try:
-        export_run.check_export_extra()
-      except ImportError as e:
-        raise ConfigError(str(e)) from None
     workdir_lib.write_config(workdir, config)
     history = History.open(workdir)
   train_lib.use_compilation_cache(config.compilation_cache_dir)
-  del final_dataset  # retraining loads it again, after the search has freed memory
+  del final_dataset  # the retraining takes it from data_lib's cache of read files
   if resuming and len(history):
     print(f"resuming: {history.num_evaluated()} evaluations already in {history.path}")
 
@@ -329,6 +268,24 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[s
         f"{workdir}; rerun the export with experiments/export.py --workdir={workdir})"
       )
   return summary
+
+
+def _check_export(config, space: SearchSpace) -> None:
+  """``export=True`` refused before any work where it would fail after the search."""
+  if config.num_final < 1:
+    raise ValueError(
+      "export=True exports the retrained best model: num_final must be >= 1 (got 0), "
+      "or set export=False"
+    )
+  if not space.exportable:
+    raise ValueError(
+      f"export=True: networks of the {space.name!r} space cannot be exported (LiteRT "
+      f"and ONNX export take the 'macro' space's CNNs); set export=False"
+    )
+  try:
+    export_run.check_export_extra()
+  except ImportError as e:
+    raise ConfigError(str(e)) from None
 
 
 def _check_space(config, space, budget) -> list[tuple[int, ...]]:
@@ -471,7 +428,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.compilation_cache_dir = "~/.cache/nasq/xla"
   c.data = to_config(data_lib.DataConfig())  # nasq.data.DataConfig
   c.train = to_config(train_lib.TrainConfig())  # Each candidate's (short) schedule.
-  c.final_data = to_config(data_lib.DataConfig())  # Data of the retraining.
+  # Data of the retraining and the test figure: name "" = the search's data (the
+  # fields of nasq.runs.settings.DATA_IDENTITY follow `data`; subset sizes stay own).
+  c.final_data = to_config(data_lib.DataConfig(name=""))
   c.final_train = to_config(train_lib.TrainConfig())  # The retraining schedule.
   # Weight bit widths for a sweep (one search each, into workdir/bits<b>), or () for
   # one search at weight_bits.

@@ -42,6 +42,7 @@ class SearchSpace(Protocol):
   config: Any  # the frozen dataclass the space was built from (its cache identity)
   input_shape: tuple[int, ...]  # (height, width, channels) of the images
   num_classes: int
+  exportable: bool  # its networks export to LiteRT and ONNX (nasq.export)
 
   @property
   def vocab_sizes(self) -> tuple[int, ...]:
@@ -91,6 +92,7 @@ class TokenSpace:
   """
 
   name: str = "abstract"
+  exportable: bool = False
 
   @property
   def vocab_sizes(self) -> tuple[int, ...]:

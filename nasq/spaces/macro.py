@@ -55,6 +55,7 @@ class MacroSpace(TokenSpace):
   """Sequential CNNs with a configurable layer vocabulary (see module docstring)."""
 
   name = "macro"
+  exportable = True  # sequential CNNs: LiteRT int8/int4 and ONNX (nasq.export)
 
   def __init__(self, config: MacroSpaceConfig | None = None):
     config = MacroSpaceConfig() if config is None else config

@@ -8,17 +8,11 @@ import pytest
 
 from configs import default
 from nasq import costs, promotion
+from nasq import data as data_lib
 from nasq.feasibility import check_budget
 from nasq.runs import final, search, workdir
-from nasq.spaces import make_space
-
-
-def test_every_section_becomes_typed_settings():
-  settings = search.SearchSettings.from_config(default.get_config())
-  assert settings.budget.model_size_bits == 64 * 8 * 1024
-  assert settings.train.epochs == 1 and settings.final_train.progress
-  assert settings.space.ops[0] == "conv1" and isinstance(settings.space.ops, tuple)
-  assert settings.quantization.weight_bits == 4
+from nasq.runs.config import to_config
+from nasq.spaces import make_space, space_config
 
 
 def test_the_space_takes_the_datas_image_shape_and_classes():
@@ -84,17 +78,19 @@ def test_bit_width_sweep_draws_the_combined_front(tmp_path, fake_fashion_mnist):
     data.val_size = 100
   for train in (config.train, config.final_train):
     train.epochs, train.batch_size, train.progress = 1, 50, False
+  config.promotion.rungs = "1x0"
+  data_lib._read.cache_clear()
   summaries = search.run_sweep(config, tmp_path / "sweep")
+  # Two searches, each with a promotion rung and a retraining: the files read once.
+  assert data_lib._read.cache_info().misses == 1
   assert sorted(summaries) == [4, 8]
   assert (tmp_path / "sweep" / "fronts_by_bits.png").stat().st_size > 10_000
   for bits in (4, 8):
     saved = json.loads((tmp_path / "sweep" / f"bits{bits}" / "config.json").read_text())
     assert saved["weight_bits"] == bits
-    assert (
-      summaries[bits]["records"].get("ok", 0)
-      + summaries[bits]["records"].get("failed", 0)
-      == 3
-    )
+    assert summaries[bits]["records"].get("ok", 0) + summaries[bits]["records"].get(
+      "failed", 0
+    ) == 3 + sum(promotion.num_planned(3, promotion.PromotionConfig(rungs="1x0")))
 
 
 @pytest.mark.parametrize("name", ["fmnist_mcu", "fmnist_8kb", "fmnist_mcu_mixed"])
@@ -105,10 +101,8 @@ def test_the_flagship_configs_are_valid_and_their_budgets_reachable(name):
   check_budget(
     space, settings.budget, config.weight_bits, config.activation_bits, 60
   )  # raises if no architecture fits
-  # The best third of 60 again at 1 epoch on all 50,000 images.
-  assert promotion.num_planned(config.num_evaluations, settings.promotion) == [20]
-  assert settings.data.train_size == 12_000
-  assert config.export and settings.final_train.epochs == 15
+  # Every promotion rung has candidates to race.
+  assert all(promotion.num_planned(config.num_evaluations, settings.promotion))
   if name == "fmnist_mcu_mixed":  # the uniform flagship's search, per-layer bits
     mcu = importlib.import_module("configs.fmnist_mcu").get_config()
     assert tuple(settings.space.weight_bits_choices) == (2, 4, 8)
@@ -144,3 +138,23 @@ def test_a_workdir_from_before_a_new_field_resumes_at_its_default(tmp_path):
     check()
   assert not workdir.check_config(tmp_path / "new", config, search.default_config())
   assert not (tmp_path / "new").exists()  # checking writes nothing
+
+
+@pytest.mark.parametrize(
+  "fields, match",
+  [
+    ({"num_final": 0}, "num_final must be >= 1"),
+    ({"space": "nb201"}, "networks of the 'nb201' space cannot be exported"),
+  ],
+)
+def test_an_export_that_cannot_happen_is_refused_before_any_work(tmp_path, fields, match):
+  config = default.get_config()
+  config.export = True
+  if "num_final" in fields:
+    config.num_final = fields["num_final"]
+  else:
+    config.space = to_config(space_config("nb201"))
+    config.budget = to_config(costs.Budget())
+  with pytest.raises(ValueError, match=match):
+    search.run_search(config, tmp_path / "search")
+  assert not (tmp_path / "search").exists()
