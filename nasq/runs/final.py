@@ -124,7 +124,8 @@ def retrain_best(
   ``train_config`` and reports their test accuracy; the delivered one is retrained
   ``num_seeds`` times in all (its test accuracy the mean, ``test_accuracies`` each), the
   others once beside it. Resumable via ``final.jsonl`` (one line per retraining; every
-  candidate's first retraining before the delivered one's further seeds).
+  candidate's first retraining before the delivered one's further seeds); a rerun
+  tries a failed retraining again, once (``MAX_ATTEMPTS``).
 
   The delivered model (``best_checkpoint``, ``best_architecture.txt``) is chosen by
   the search's validation score, never by test accuracy: the highest-ranked candidate
@@ -133,26 +134,58 @@ def retrain_best(
   candidates' are reported beside it, not used to choose.
   """
   chosen = promotion_lib.ranked_for_retraining(history, budget)[:num_final]
-  finished = _finished(workdir / "final.jsonl")
+  path = workdir / "final.jsonl"
+  finished, pending = _finished(path), _pending(path)
   evaluate = evaluate or FinalEvaluator(quant, data_config, train_config)
   retrain = _Retrainer(workdir, space, quant, evaluate)
-  ranks = {r.index: rank for rank, r in enumerate(chosen, 1)}
-  for r in chosen:
-    if (r.index, 0) not in finished:
-      delivered = _delivered(chosen, finished) is None
-      finished[(r.index, 0)] = retrain(r, 0, ranks[r.index], deliver=delivered)
+  for rank, r in enumerate(chosen, 1):
+    if pending((r.index, 0)):
+      # Delivered: the best-ranked candidate whose first retraining succeeded (a
+      # retried one that now succeeds takes the place of a lower-ranked one).
+      deliver = _delivered(chosen[: rank - 1], finished) is None
+      finished[(r.index, 0)] = retrain(r, 0, rank, deliver=deliver)
   best = _delivered(chosen, finished)
   for k in range(1, num_seeds if best is not None else 0):
-    if (best.index, k) not in finished:
-      finished[(best.index, k)] = retrain(best, k, ranks[best.index], deliver=False)
-  return [_candidate_summary(r, finished) for r in chosen if (r.index, 0) in finished]
+    if pending((best.index, k)):
+      rank = chosen.index(best) + 1
+      finished[(best.index, k)] = retrain(best, k, rank, deliver=False)
+  return [
+    _candidate_summary(r, finished) | {"delivered": r is best}
+    for r in chosen
+    if (r.index, 0) in finished
+  ]
+
+
+# A retraining that failed (out of memory, a killed worker) is tried again by the next
+# run, once: this many lines of one (record, replicate) in all.
+MAX_ATTEMPTS = 2
 
 
 def _finished(path: Path) -> dict[tuple[int, int], dict[str, Any]]:
-  """The retrainings a JSON-lines file holds, by (record index, replicate); a cut last
-  line (a killed writer's) is dropped and reruns (``record.read``). Lines written
-  before replicates existed are replicate 0, at the record's seed."""
+  """The retrainings a JSON-lines file holds, by (record index, replicate), each its
+  last line; a cut last line (a killed writer's) is dropped and reruns
+  (``record.read``). Lines written before replicates existed are replicate 0, at the
+  record's seed."""
   return {(d["index"], d.get("replicate", 0)): d for d in record.read(path)}
+
+
+def _pending(path: Path):
+  """Whether a (record index, replicate) of ``path`` is still to train: never tried, or
+  failed on fewer than ``MAX_ATTEMPTS`` tries."""
+  lines = record.read(path)
+  tries: dict[tuple[int, int], int] = {}
+  last: dict[tuple[int, int], str] = {}
+  for d in lines:
+    key = (d["index"], d.get("replicate", 0))
+    tries[key] = tries.get(key, 0) + 1
+    last[key] = d["status"]
+
+  def pending(key: tuple[int, int]) -> bool:
+    if key not in tries:
+      return True
+    return last[key] != STATUS_OK and tries[key] < MAX_ATTEMPTS
+
+  return pending
 
 
 RETRAINED = "retrained.jsonl"
@@ -180,11 +213,11 @@ def retrain_records(
   compare with the finalists and the reference. Lines go to ``retrained.jsonl``, never
   to ``final.jsonl``, so what the search delivered is unchanged; a rerun trains only
   the missing (record, seed) pairs. Returns one summary per record (mean and seeds)."""
-  finished = _finished(workdir / RETRAINED)
+  finished, pending = _finished(workdir / RETRAINED), _pending(workdir / RETRAINED)
   retrain = _Retrainer(workdir, space, quant, evaluate, RETRAINED)
   for rank, r in enumerate(records, 1):
     for k in range(max(int(num_seeds), 1)):
-      if (r.index, k) not in finished:
+      if pending((r.index, k)):
         finished[(r.index, k)] = retrain(r, k, rank, deliver=False)
   return [_candidate_summary(r, finished) for r in records]
 
@@ -196,7 +229,9 @@ def read_finals(workdir: Path, history: History) -> list[dict[str, Any]]:
   firsts = sorted(
     (d for (_, k), d in finished.items() if k == 0), key=lambda d: d["rank"]
   )
-  return [_candidate_summary(history.records[d["index"]], finished) for d in firsts]
+  chosen = [history.records[d["index"]] for d in firsts]
+  best = _delivered(chosen, finished)
+  return [_candidate_summary(r, finished) | {"delivered": r is best} for r in chosen]
 
 
 def _delivered(chosen, finished):
@@ -300,7 +335,8 @@ def retrain_reference(
   """Trains ``reference`` (a ``REFERENCE_NETWORKS`` name or a macro string) with the
   final recipe, as the search's best were, ``num_seeds`` times (seeds
   ``replicate_seed(seed, k)``); ``reference.json`` keeps the result, rewritten whole
-  after each replicate, and a rerun trains only the missing ones."""
+  after each replicate, and a rerun trains only the missing ones, and a failed one
+  again (``MAX_ATTEMPTS`` tries in all)."""
   arch = resolve_reference(reference, space)
   path = workdir / "reference.json"
   replicates = []
@@ -314,22 +350,25 @@ def retrain_reference(
   c = costs_lib.compute_costs(arch, quant.weight_bits, quant.activation_bits).summary()
   evaluate = evaluate or FinalEvaluator(quant, data_config, train_config)
   num_seeds = max(int(num_seeds), 1)
-  while len(replicates) < num_seeds:
-    k = len(replicates)
+  for k in range(num_seeds):
+    old = replicates[k] if k < len(replicates) else None
+    tries = old.get("attempts", 1) if old else 0
+    if old and (old["status"] == STATUS_OK or tries >= MAX_ATTEMPTS):
+      continue  # done, or failed on its last allowed try
     s = replicate_seed(seed, k)
     print(
       f"retraining the reference {arch.to_string()} ({train_config.epochs} epochs, "
-      f"seed {s})"
+      f"seed {s}{', again after a failure' if old else ''})"
     )
     result = evaluate(arch, s)
-    replicates.append(
-      {
-        "seed": s,
-        "status": result.status,
-        "test_accuracy": result.metrics.get("test_accuracy"),
-        "seconds": result.seconds,
-      }
-    )
+    entry = {
+      "seed": s,
+      "status": result.status,
+      "test_accuracy": result.metrics.get("test_accuracy"),
+      "seconds": result.seconds + (old["seconds"] if old else 0.0),
+      "attempts": tries + 1,
+    }
+    replicates[k : k + 1] = [entry]
     _write_reference(path, reference, arch, c, budget, replicates)
   return _reference_entry(reference, arch, c, budget, replicates)
 

@@ -274,3 +274,58 @@ def test_chosen_records_retrain_beside_the_finalists_without_touching_them(
   assert SeededEvaluator.calls[3:] == [("conv3:s1:c4", 8 + 2 * stride, False)]
   assert three["test_accuracies"] == pytest.approx([0.5, 0.6, 0.7])
   assert len((workdir / final.RETRAINED).read_text().splitlines()) == 3
+
+
+def test_a_failed_retraining_is_tried_again_once_by_the_next_run(
+  tmp_path, fake_fashion_mnist, monkeypatch
+):
+  """The best candidate's retraining fails (out of memory, a killed worker), so the
+  runner-up is delivered; the next run trains the best again and, now that it
+  succeeds, delivers it. A retraining that fails on its second try too is left failed:
+  a third run trains nothing. The reference's replicates behave the same."""
+  fake_fashion_mnist(tmp_path, n_train=200, n_test=40)
+  space, history = _history(tmp_path, ("conv3:s1:c4", "conv3:s1:c8"))
+  outcomes = {"conv3:s1:c4": ["failed", "ok"], "conv3:s1:c8": ["ok"]}
+  calls = []
+
+  class FlakyEvaluator:
+    def __init__(self, dataset, config, quant):
+      pass
+
+    def __call__(self, arch, seed, keep_variables=False):
+      text = arch.to_string()
+      calls.append(text)
+      status = outcomes[text].pop(0) if outcomes[text] else "failed"
+      variables = {"params": {"w": np.full(3, len(text), np.float32)}}
+      metrics = {"test_accuracy": 0.6 if status == "ok" else None}
+      return evaluators.Evaluation(status, metrics, 1.0, "", variables)
+
+  monkeypatch.setattr(evaluators, "QATEvaluator", FlakyEvaluator)
+  workdir = tmp_path / "search"
+  args = (
+    workdir,
+    history,
+    space,
+    Budget(),
+    QuantConfig(4),
+    data.DataConfig(data_dir=str(tmp_path), val_size=50),
+    TrainConfig(epochs=1, batch_size=50),
+  )
+  first = final.retrain_best(*args, num_final=2)
+  assert [f["delivered"] for f in first] == [False, True]
+  assert (workdir / "best_architecture.txt").read_text().strip() == "conv3:s1:c8"
+  second = final.retrain_best(*args, num_final=2)
+  assert calls == ["conv3:s1:c4", "conv3:s1:c8", "conv3:s1:c4"]
+  assert [f["delivered"] for f in second] == [True, False]
+  assert [f["status"] for f in second] == ["ok", "ok"]
+  assert (workdir / "best_architecture.txt").read_text().strip() == "conv3:s1:c4"
+  assert final.read_finals(workdir, history) == second
+
+  # The reference: fails twice (its two tries), then is left alone.
+  outcomes["conv3:s1:c4"] = ["failed", "failed"]
+  for expected_calls in (4, 5, 5):
+    ref = final.retrain_reference(
+      workdir, "conv3:s1:c4", space, Budget(), *args[4:], seed=3
+    )
+    assert len(calls) == expected_calls
+  assert ref["status"] == "failed" and ref["replicates"][0]["attempts"] == 2
