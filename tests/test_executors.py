@@ -121,10 +121,11 @@ def test_search_on_ray_with_two_workers(tmp_path, ray_cluster, table_config):
   assert len(ctx2.history) == len(ctx.history)
 
 
-def _kill_first_evaluation(after_s: float, killed: list[int]) -> None:
-  """SIGKILLs the first Ray worker process found running an evaluation."""
-  deadline = time.monotonic() + 30
-  time.sleep(after_s)
+def _kill_first_evaluation(killed: list[int]) -> None:
+  """SIGKILLs the first Ray worker process found running an evaluation: Ray names a
+  worker's process after the task it runs (``ray::nasq_evaluate``), so the kill waits
+  for that, not for a clock."""
+  deadline = time.monotonic() + 60
   while time.monotonic() < deadline and not killed:
     for pid in os.listdir("/proc"):
       if not pid.isdigit():
@@ -138,7 +139,7 @@ def _kill_first_evaluation(after_s: float, killed: list[int]) -> None:
         os.kill(int(pid), signal.SIGKILL)
         killed.append(int(pid))
         return
-    time.sleep(0.05)
+    time.sleep(0.01)
 
 
 @pytest.mark.parametrize("max_retries", [1, 0])
@@ -150,7 +151,7 @@ def test_a_killed_worker_is_retried_or_recorded_failed(
   executor = executors.make_executor(ray_config(max_retries=max_retries), factory=factory)
   ctx = nb201_ctx(tmp_path / "run")
   killed: list[int] = []
-  thread = threading.Thread(target=_kill_first_evaluation, args=(1.0, killed))
+  thread = threading.Thread(target=_kill_first_evaluation, args=(killed,))
   thread.start()
   run_random(ctx, executor, 6, key=max_retries)
   thread.join()
@@ -182,13 +183,12 @@ def test_unreachable_address_fails_fast_naming_it(cheap_evaluate):
   with socket.socket() as s:  # a port nobody listens on
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  start = time.monotonic()
-  with pytest.raises(executors.ExecutorError, match=f"127.0.0.1:{port}"):
+  # It gives up at its own timeout (not Ray's, which can block for minutes).
+  with pytest.raises(executors.ExecutorError, match=f"127.0.0.1:{port} within 1 s"):
     executors.make_executor(
       ray_config(address=f"127.0.0.1:{port}", connect_timeout_s=1.0),
       factory=lambda: cheap_evaluate,
     )
-  assert time.monotonic() - start < 10
   with pytest.raises(ValueError, match="executor.address must be"):
     executors.wait_for_address("no-port-here", 1.0)
 

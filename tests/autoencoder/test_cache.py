@@ -67,19 +67,35 @@ def test_cache_reuses_retrains_and_rejects(small_ae, tmp_path, monkeypatch):
 def test_two_loaders_of_one_missing_entry_train_it_once(small_ae, tmp_path, monkeypatch):
   """Two searches starting at once on one cache: one trains and saves, the other waits
   and loads that entry (unlocked, both would train, and one's save would delete the
-  other's files mid-write)."""
+  other's files mid-write). Synchronized on events, not clocks: the first loader's
+  training lasts until the second loader is at the lock (or, without one, training)."""
+  import fcntl
   import threading
-  import time
 
   space, config = small_ae.space, small_ae.config
   calls = []
+  first_training, second_at_lock = threading.Event(), threading.Event()
+  threads = []
 
-  def slow_train(*args, **kwargs):
+  def train_until_the_other_waits(*args, **kwargs):
     calls.append(1)
-    time.sleep(0.5)  # long enough for the other loader to find the entry missing
+    if len(calls) == 1:
+      first_training.set()
+      assert second_at_lock.wait(60), "the second loader never reached the lock"
+    else:  # only without the lock: let the first one finish
+      second_at_lock.set()
     return small_ae
 
-  monkeypatch.setattr(cache_lib, "train", slow_train)
+  real_flock = fcntl.flock
+
+  def flock(f, operation):
+    second = len(threads) == 2 and threading.current_thread() is threads[1]
+    if operation == fcntl.LOCK_EX and second:
+      second_at_lock.set()  # the second loader is about to block on the held lock
+    return real_flock(f, operation)
+
+  monkeypatch.setattr(cache_lib, "train", train_until_the_other_waits)
+  monkeypatch.setattr(fcntl, "flock", flock)
   results, errors = [], []
 
   def load():
@@ -88,9 +104,11 @@ def test_two_loaders_of_one_missing_entry_train_it_once(small_ae, tmp_path, monk
     except Exception as e:  # surfaced below
       errors.append(e)
 
-  threads = [threading.Thread(target=load) for _ in range(2)]
-  for t in threads:
-    t.start()
+  threads.append(threading.Thread(target=load))
+  threads[0].start()
+  assert first_training.wait(60)
+  threads.append(threading.Thread(target=load))
+  threads[1].start()
   for t in threads:
     t.join()
   assert not errors
