@@ -28,7 +28,7 @@ def get_config():
   config.num_final = 3
   config.data.name = "cifar100"
   config.data.source = "tfds"
-  config.data.val_size = config.final_data.val_size = 5_000
+  config.data.val_size = 5_000
   # final_data follows data (its name left empty): the same data, all of it.
   config.train.epochs = 15
   config.train.optimizer = "sgd"

@@ -26,7 +26,7 @@ def get_config():
   config.data.name = "cifar10"
   config.data.source = "tfds"
   config.data.download = True
-  config.data.val_size = config.final_data.val_size = 5_000
+  config.data.val_size = 5_000
   # final_data follows data (its name left empty): the same data, all of it.
   config.data.train_size = 20_000
   for train in (config.train, config.final_train):

@@ -25,7 +25,7 @@ def get_config():
   config.num_final = 3
   config.data.name = "stl10"
   config.data.source = "tfds"
-  config.data.val_size = config.final_data.val_size = 1_000
+  config.data.val_size = 1_000
   # final_data follows data (its name left empty): the same data, all of it.
   config.train.epochs = 20
   config.train.progress = False

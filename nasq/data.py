@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gzip
 import os
-import struct
 from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from nasq import user_data
+from nasq import idx, user_data
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_DIR = idx.FASHION_MNIST_DIR
 # "auto": idx for fashion_mnist, npz for a .npz path, folder for a directory, tfds else.
 SOURCES = ("auto", "idx", "tfds", "npz", "folder")
 
@@ -57,8 +55,8 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-class DatasetNotFoundError(FileNotFoundError):
-  """The dataset's files are not on this machine."""
+DatasetNotFoundError = idx.DatasetNotFoundError  # the dataset's files are not here
+read_idx = idx.read_idx  # IDX files (MNIST, Fashion-MNIST)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,60 +161,11 @@ class DataConfig:
     return "tfds"
 
 
-# --- IDX files ---------------------------------------------------------------------------
-
-_IDX_DTYPES = {
-  0x08: np.uint8,
-  0x09: np.int8,
-  0x0B: ">i2",
-  0x0C: ">i4",
-  0x0D: ">f4",
-  0x0E: ">f8",
-}
-
-
-def read_idx(path: str) -> np.ndarray:
-  """Reads an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST."""
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    data = f.read()
-  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-    raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
-  ndim = data[3]
-  dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-  dtype = np.dtype(_IDX_DTYPES[data[2]])
-  body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
-  if body.size != int(np.prod(dims)):
-    raise ValueError(
-      f"{path}: header says {dims} ({int(np.prod(dims))} values) but the "
-      f"file holds {body.size}"
-    )
-  return body.reshape(dims)
-
-
 def load_fashion_mnist_idx(data_dir: str = "") -> tuple[Split, Split]:
   """The official (train, test) splits from the IDX files of Debian's package."""
-  data_dir = data_dir or FASHION_MNIST_DIR
-  splits = []
-  for prefix in ("train", "t10k"):
-    paths = [
-      os.path.join(data_dir, f"{prefix}-{kind}-ubyte.gz")
-      for kind in ("images-idx3", "labels-idx1")
-    ]
-    for p in paths:
-      if not os.path.exists(p) and not os.path.exists(p[:-3]):
-        raise DatasetNotFoundError(
-          f"Fashion-MNIST file {p} not found. Install the offline copy with "
-          f"`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), point "
-          f"data.data_dir at a folder holding the four IDX files, or use "
-          f"data.source='tfds' with a network."
-        )
-    paths = [p if os.path.exists(p) else p[:-3] for p in paths]
-    images, labels = read_idx(paths[0]), read_idx(paths[1])
-    if images.ndim != 3 or labels.shape != images.shape[:1]:
-      raise ValueError(f"unexpected IDX shapes {images.shape}, {labels.shape}")
-    splits.append(Split(images[..., None].astype(np.uint8), labels.astype(np.int32)))
-  return splits[0], splits[1]
+  return tuple(
+    Split(images, labels) for images, labels in idx.load_fashion_mnist(data_dir)
+  )
 
 
 # --- TFDS --------------------------------------------------------------------------------

@@ -429,7 +429,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data = to_config(data_lib.DataConfig())  # nasq.data.DataConfig
   c.train = to_config(train_lib.TrainConfig())  # Each candidate's (short) schedule.
   # Data of the retraining and the test figure: name "" = the search's data (the
-  # fields of nasq.runs.settings.DATA_IDENTITY follow `data`; subset sizes stay own).
+  # fields of nasq.runs.settings.FOLLOWED follow `data`; train/test_size stay own).
   c.final_data = to_config(data_lib.DataConfig(name=""))
   c.final_train = to_config(train_lib.TrainConfig())  # The retraining schedule.
   # Weight bit widths for a sweep (one search each, into workdir/bits<b>), or () for

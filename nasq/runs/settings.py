@@ -19,8 +19,7 @@ from nasq.quant import QuantConfig, check_bits
 from nasq.runs.config import from_config, space_from_config
 from nasq.spaces import SpaceConfig
 
-# What says which data a section is: ``final_data`` takes these from ``data`` unless
-# its ``name`` is set. Its subset sizes (val_size, train_size, test_size) stay its own.
+# What says which data a section is.
 DATA_IDENTITY = (
   "name",
   "source",
@@ -31,17 +30,22 @@ DATA_IDENTITY = (
   "test_fraction",
   "seed",
 )
+# What ``final_data`` takes from ``data`` unless its ``name`` is set: the data, and its
+# validation size (the retraining trains on training + validation, so this only keeps
+# a user's small data from failing on final_data's default). Its train_size and
+# test_size stay its own (by default all of them).
+FOLLOWED = (*DATA_IDENTITY, "val_size")
 
 
 def resolve_data_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """``config`` with ``final_data`` resolved: where its ``name`` is empty (the
-  default) it is the search's data (``DATA_IDENTITY`` from ``data``), so a user who
+  default) it is the search's data (``FOLLOWED`` from ``data``), so a user who
   sets only ``data.name`` retrains and reports on that data too. A copy; the
   workdir's config.json records the resolved sections."""
   config = config.copy_and_resolve_references()
   if not config.final_data.name:
     with config.final_data.unlocked():
-      for field in DATA_IDENTITY:
+      for field in FOLLOWED:
         config.final_data[field] = config.data[field]
   return config
 
@@ -143,6 +147,7 @@ def for_dataset(settings: SearchSettings, dataset: data_lib.Dataset) -> SearchSe
 
 __all__ = [
   "DATA_IDENTITY",
+  "FOLLOWED",
   "SearchSettings",
   "check_one_test_split",
   "for_dataset",

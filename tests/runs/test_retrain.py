@@ -7,6 +7,7 @@ import pytest
 from nasq.costs import compute_costs
 from nasq.history import History, Record
 from nasq.runs import retrain, search
+from nasq.runs import settings as settings_lib
 from nasq.runs import workdir as workdir_lib
 from nasq.spaces import macro
 
@@ -57,10 +58,12 @@ def test_a_finished_search_opens_only_with_its_own_config(tmp_path):
   _history(tmp_path)
   with pytest.raises(ValueError, match="workdir: .* has no config.json"):
     retrain.open_finished(config, tmp_path)
-  workdir_lib.write_config(tmp_path, config)
+  # As run_search writes it: final_data resolved against data.
+  resolved = settings_lib.resolve_data_sections(config)
+  workdir_lib.write_config(tmp_path, resolved)
   settings, history = retrain.open_finished(config, tmp_path)
   assert len(history) == 3
-  assert settings == search.SearchSettings.from_config(config)
+  assert settings == settings_lib.SearchSettings.from_config(resolved)
   other = json.loads((tmp_path / "config.json").read_text())
   other["seed"] = config.seed + 1
   (tmp_path / "config.json").write_text(json.dumps(other))

@@ -31,11 +31,13 @@ def test_final_data_follows_data_unless_it_is_named():
   for final_data is kept and said."""
   config = default.get_config()
   config.data.name, config.data.source, config.data.data_dir = "mnist", "tfds", "/d"
+  config.data.val_size = 500
   resolved = settings_lib.resolve_data_sections(config)
   assert config.final_data.name == ""  # the caller's config is not changed
   final = resolved.final_data
   assert (final.name, final.source, final.data_dir) == ("mnist", "tfds", "/d")
   assert resolved.data.train_size == 12_000 and final.train_size == 0
+  assert final.val_size == 500
   s = settings_lib.SearchSettings.from_config(resolved)
   assert settings_lib.other_final_data(s) is None
 
