@@ -342,7 +342,7 @@ def test_search_entry_point_end_to_end_and_resume(tmp_path, fake_fashion_mnist, 
   assert summary["reference"]["seeds"] == [0, final_lib.SEED_STRIDE]
   assert "(2 seeds: " in (workdir / "report.md").read_text()
   # Another configuration in the same workdir is refused, naming what differs (in
-  # process: the entry point's one-line error is tested in test_bad_input_...).
+  # process: the entry point's one-line errors are tested with bad data settings).
   bad = config_from(cmd + ["--config.weight_bits=8"])
   with pytest.raises(ConfigError, match="weight_bits"):
     search_lib.run_search(bad, workdir)
@@ -403,7 +403,8 @@ def test_a_bad_budget_is_one_line_and_leaves_nothing_behind(tmp_path):
     ("--config.data.train_size=40", "train.batch_size 50 exceeds the 40 training"),
     ("--config.data.train_size=-5", "data.train_size must be >= 0"),
     ("--config.data.train_size=100000", "data.train_size=100000 exceeds the 300"),
-    ("--config.final_data.val_size=0", "data.val_size must be >= 1"),
+    ("--config.data.val_size=0", "data.val_size must be >= 1"),
+    ("--config.final_data.val_size=0", "final_data.val_size=0 is set, but final_data"),
     ("--config.promotion.rungs=1x5000", "rung 1x5000 asks for 5000 training images"),
   ],
 )

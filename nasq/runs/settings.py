@@ -44,6 +44,15 @@ def resolve_data_sections(config: ml_collections.ConfigDict) -> ml_collections.C
   workdir's config.json records the resolved sections."""
   config = config.copy_and_resolve_references()
   if not config.final_data.name:
+    default = data_lib.DataConfig()
+    for field in FOLLOWED[1:]:
+      value = config.final_data[field]
+      if value != getattr(default, field) and value != config.data[field]:
+        raise ValueError(
+          f"final_data.{field}={value!r} is set, but final_data follows data (its name "
+          f"is empty), whose {field} is {config.data[field]!r}: set data.{field}, or "
+          f"name the retraining's data in final_data.name"
+        )
     with config.final_data.unlocked():
       for field in FOLLOWED:
         config.final_data[field] = config.data[field]

@@ -41,6 +41,12 @@ def test_final_data_follows_data_unless_it_is_named():
   s = settings_lib.SearchSettings.from_config(resolved)
   assert settings_lib.other_final_data(s) is None
 
+  # A followed field set on final_data alone would be overwritten: refused, named.
+  config.final_data.image_size = 32
+  with pytest.raises(ValueError, match="final_data.image_size=32 is set, but"):
+    settings_lib.resolve_data_sections(config)
+  config.final_data.image_size = 0
+
   config.final_data.name = "fashion_mnist"
   s = settings_lib.SearchSettings.from_config(settings_lib.resolve_data_sections(config))
   notice = settings_lib.other_final_data(s)
