@@ -204,8 +204,7 @@ def test_run_search_trains_candidates_on_ray_workers(
   config.space.max_layers, config.space.channels = 3, (4, 8)
   config.budget.model_size_bits = 8000
   config.progress = False
-  for data in (config.data, config.final_data):
-    data.data_dir, data.val_size = str(tmp_path), 100
+  config.data.data_dir, config.data.val_size = str(tmp_path), 100  # final_data follows
   for train in (config.train, config.final_train):
     train.epochs, train.batch_size, train.progress = 1, 50, False
   config.executor.kind, config.executor.num_workers = "ray", 2

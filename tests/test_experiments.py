@@ -178,9 +178,7 @@ def search_command(tmp_path, workdir, strategy="latent_bo", cache=None):
     f"--config.strategy={strategy}",
     f"--config.cache_dir={cache}",
     f"--config.data.data_dir={tmp_path}",
-    f"--config.final_data.data_dir={tmp_path}",
     "--config.data.val_size=100",
-    "--config.final_data.val_size=100",
     "--config.data.train_size=0",
     "--config.train.epochs=1",
     "--config.train.batch_size=50",
@@ -472,9 +470,7 @@ def test_a_failed_export_ends_the_search_with_an_error_and_keeps_its_results(
   for field, value in [
     ("strategy", "random"),
     ("data.data_dir", str(tmp_path)),
-    ("final_data.data_dir", str(tmp_path)),
     ("data.val_size", 100),
-    ("final_data.val_size", 100),
     ("data.train_size", 0),
     ("train.batch_size", 50),
     ("final_train.batch_size", 50),
@@ -534,9 +530,7 @@ def test_a_search_on_the_users_own_data_runs_and_exports(tmp_path, kind):
   workdir = tmp_path / "search"
   cmd = search_command(tmp_path, workdir, strategy="random") + [
     f"--config.data.name={path}",
-    f"--config.final_data.name={path}",
     "--config.data.val_size=40",
-    "--config.final_data.val_size=40",
     "--config.num_evaluations=3",
     "--config.export=True",
   ]
@@ -623,9 +617,7 @@ def test_the_fidelity_table_grows_resumes_and_reports(tmp_path, fake_fashion_mni
     "--fidelities=naswot,1x100,ref",
     "--ref_epochs=1",
     f"--config.data.data_dir={tmp_path}",
-    f"--config.final_data.data_dir={tmp_path}",
     "--config.data.val_size=100",
-    "--config.final_data.val_size=100",
     "--config.train.batch_size=50",
     "--config.final_train.batch_size=50",
   ]

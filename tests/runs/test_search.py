@@ -73,9 +73,7 @@ def test_bit_width_sweep_draws_the_combined_front(tmp_path, fake_fashion_mnist):
   config.space.channels = (4, 8)
   config.budget.model_size_bits = 8000
   config.progress = False
-  for data in (config.data, config.final_data):
-    data.data_dir = str(tmp_path)
-    data.val_size = 100
+  config.data.data_dir, config.data.val_size = str(tmp_path), 100  # final_data follows
   for train in (config.train, config.final_train):
     train.epochs, train.batch_size, train.progress = 1, 50, False
   config.promotion.rungs = "1x0"
