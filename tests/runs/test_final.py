@@ -94,6 +94,19 @@ def _history(tmp_path, texts=("conv3:s1:c4",)):
   return space, history
 
 
+def _retrain_args(tmp_path, workdir, history, space):
+  """retrain_best's positional arguments for the fake data in ``tmp_path``."""
+  return (
+    workdir,
+    history,
+    space,
+    Budget(),
+    QuantConfig(4),
+    data.DataConfig(data_dir=str(tmp_path), val_size=50),
+    TrainConfig(epochs=1, batch_size=50),
+  )
+
+
 class SeededEvaluator:
   """Test accuracy a function of the seed; records each call."""
 
@@ -120,15 +133,7 @@ def test_more_seeds_on_a_finished_retraining_train_only_the_missing_ones(
   monkeypatch.setattr(evaluators, "QATEvaluator", SeededEvaluator)
   SeededEvaluator.calls = []
   workdir = tmp_path / "search"
-  args = (
-    workdir,
-    history,
-    space,
-    Budget(),
-    QuantConfig(4),
-    data.DataConfig(data_dir=str(tmp_path), val_size=50),
-    TrainConfig(epochs=1, batch_size=50),
-  )
+  args = _retrain_args(tmp_path, workdir, history, space)
   (one,) = final.retrain_best(*args, num_final=1)
   assert SeededEvaluator.calls == [("conv3:s1:c4", 7, True)]
   assert one["test_accuracy"] == 0.5 and one["test_accuracies"] == [0.5]
@@ -170,13 +175,7 @@ def test_only_the_delivered_candidate_is_retrained_with_further_seeds(
   monkeypatch.setattr(evaluators, "QATEvaluator", SeededEvaluator)
   SeededEvaluator.calls = []
   best, runner_up = final.retrain_best(
-    tmp_path / "search",
-    history,
-    space,
-    Budget(),
-    QuantConfig(4),
-    data.DataConfig(data_dir=str(tmp_path), val_size=50),
-    TrainConfig(epochs=1, batch_size=50),
+    *_retrain_args(tmp_path, tmp_path / "search", history, space),
     num_final=2,
     num_seeds=2,
   )
@@ -302,15 +301,7 @@ def test_a_failed_retraining_is_tried_again_once_by_the_next_run(
 
   monkeypatch.setattr(evaluators, "QATEvaluator", FlakyEvaluator)
   workdir = tmp_path / "search"
-  args = (
-    workdir,
-    history,
-    space,
-    Budget(),
-    QuantConfig(4),
-    data.DataConfig(data_dir=str(tmp_path), val_size=50),
-    TrainConfig(epochs=1, batch_size=50),
-  )
+  args = _retrain_args(tmp_path, workdir, history, space)
   first = final.retrain_best(*args, num_final=2)
   assert [f["delivered"] for f in first] == [False, True]
   assert (workdir / "best_architecture.txt").read_text().strip() == "conv3:s1:c8"
