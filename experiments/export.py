@@ -55,7 +55,8 @@ def main(argv):
   result = run_main(_export)
   print(open(f"{result['dir']}/export_report.md").read())
   reused = " (reused: its inputs are those of the finished export there)"
-  print(f"exported to {result['dir']}{reused if result.get('reused') else ''}")
+  print(f"exported to {result['dir']}{reused if result.get('reused') else ''}\n")
+  print(export_run.device_guide(result))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,10 @@ def test_train_entry_point(tmp_path, fake_fashion_mnist):
   export_cmd = [sys.executable, "experiments/export.py", f"--workdir={workdir}"]
   proc = subprocess.run(export_cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  # It says what to do with the files on a device: the resolver and the arena.
+  assert (
+    "resolver.AddConv2D();" in proc.stdout and "tensor arena: at least" in proc.stdout
+  )
   for name in ("model.tflite", "model.onnx", "model_data.cc", "model_data.h"):
     assert (workdir / "export" / name).stat().st_size > 0, name
   # Its 4-bit layer is packed in the int4 model; the 8-bit one stays int8.

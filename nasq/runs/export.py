@@ -204,6 +204,47 @@ def _finished_export(out_dir: Path, inputs: str) -> dict[str, Any] | None:
   return saved["result"] | {"dir": str(out_dir), "reused": True}
 
 
+def resolver_call(op_name: str) -> str:
+  """The ``MicroMutableOpResolver`` method that registers a LiteRT builtin operator
+  (``DEPTHWISE_CONV_2D`` -> ``AddDepthwiseConv2D``)."""
+  parts = op_name.split("_")
+  return "Add" + "".join(p.upper() if p[:1].isdigit() else p.capitalize() for p in parts)
+
+
+def device_guide(result: dict[str, Any]) -> str:
+  """What to do with an export's files on a microcontroller (LiteRT Micro): where the
+  C arrays are, the operators to register, the tensor arena to give the interpreter,
+  and the input and output conventions."""
+  out = Path(result["dir"])
+  ops = result["operators"]
+  lines = [
+    f"Device files in {out}/:",
+    "  model_data.cc, model_data.h: the int8 model as a C array (g_model_data, "
+    "g_model_data_len)",
+  ]
+  if "int4" in result:
+    lines.append(
+      "  model_int4_data.cc, model_int4_data.h: the int4 model (g_model_int4_data), "
+      "the smaller flash image"
+    )
+  lines += [
+    "On LiteRT Micro (tflite-micro):",
+    f"  tflite::MicroMutableOpResolver<{len(ops)}> resolver;",
+    *(f"  resolver.{resolver_call(op)}();" for op in ops),
+  ]
+  if result.get("arena"):
+    arena = f"  tensor arena: at least {result['arena']['total']} bytes (int8 model)"
+    if "int4" in result:
+      arena += f", {result['int4']['arena_int4']['total']} bytes (int4 model)"
+    lines.append(arena)
+  lines += [
+    "  input: int8 [1, H, W, C], scale 1, zero point -128: write pixel - 128 for each "
+    "0..255 value (the normalization is inside the graph)",
+    "  output: int8 logits; the class is their argmax",
+  ]
+  return "\n".join(lines)
+
+
 def int4_export(
   arch: MacroArchitecture,
   weight_bits: int,

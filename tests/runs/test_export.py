@@ -30,3 +30,21 @@ def test_an_exports_inputs_fingerprint_changes_with_any_input(tmp_path):
     "reused": True,
   }
   assert export_run._finished_export(out, "other") is None
+
+
+def test_the_device_guide_names_the_files_the_operators_and_the_arena(tmp_path):
+  result = {
+    "dir": str(tmp_path / "export"),
+    "operators": ["CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D"],
+    "arena": {"head": 100, "tail": 20, "total": 120},
+    "int4": {"arena_int4": {"total": 150}},
+  }
+  guide = export_run.device_guide(result)
+  assert f"Device files in {tmp_path / 'export'}/" in guide
+  assert "model_int4_data.cc" in guide
+  assert "MicroMutableOpResolver<4> resolver;" in guide
+  for call in ("AddConv2D", "AddDepthwiseConv2D", "AddFullyConnected", "AddMaxPool2D"):
+    assert f"resolver.{call}();" in guide
+  assert "at least 120 bytes (int8 model), 150 bytes (int4 model)" in guide
+  del result["int4"]
+  assert "int4" not in export_run.device_guide(result)
