@@ -4,7 +4,7 @@ r"""The default search: Fashion-MNIST (offline), 4-bit weights, microcontroller 
 
 Budgets: at most 64 KB of stored weights, 30M MACs per image and 64 KB of peak
 activation memory at 8-bit activations (the bounds uNAS uses for Fashion-MNIST on a
-microcontroller with 64 KB of RAM). Trains the latent-space autoencoder once (about 5
+microcontroller with 64 KB of RAM). Trains the latent-space autoencoder once (about 4
 minutes on 2 CPU cores; cached in ``cache_dir`` afterwards), evaluates 8 random
 feasible architectures and 12 proposed by token BO (``token_bo``: the search called
 latent BO until 2026-12-06; the default because its best was above latent BO's in 2 of 3
