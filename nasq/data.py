@@ -257,8 +257,8 @@ def sample_indices(labels: np.ndarray, size: int, seed) -> np.ndarray:
 
 def sample(split: Split, size: int, seed) -> Split:
   """A seeded, class-stratified random subset of ``split`` (``sample_indices``)."""
-  idx = sample_indices(split.labels, size, seed)
-  return Split(split.images[idx], split.labels[idx])
+  chosen = sample_indices(split.labels, size, seed)
+  return Split(split.images[chosen], split.labels[chosen])
 
 
 def carve_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Split]:
