@@ -124,8 +124,9 @@ def retrain_best(
   ``train_config`` and reports their test accuracy; the delivered one is retrained
   ``num_seeds`` times in all (its test accuracy the mean, ``test_accuracies`` each), the
   others once beside it. Resumable via ``final.jsonl`` (one line per retraining; every
-  candidate's first retraining before the delivered one's further seeds); a rerun
-  tries a failed retraining again, once (``MAX_ATTEMPTS``).
+  candidate's first retraining before the delivered one's further seeds); a later
+  call (a rerun, or ``retrain_finalists``' pass for the next seed) tries a failed
+  retraining again, once (``MAX_ATTEMPTS`` tries in all).
 
   The delivered model (``best_checkpoint``, ``best_architecture.txt``) is chosen by
   the search's validation score, never by test accuracy: the highest-ranked candidate
