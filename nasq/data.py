@@ -24,7 +24,6 @@ import tensorflow_datasets as tfds
 
 from nasq import idx, user_data
 
-FASHION_MNIST_DIR = idx.FASHION_MNIST_DIR
 # "auto": idx for fashion_mnist, npz for a .npz path, folder for a directory, tfds else.
 SOURCES = ("auto", "idx", "tfds", "npz", "folder")
 
@@ -418,14 +417,10 @@ def load_dataset(config: DataConfig) -> Dataset:
   and data (``_read``), whatever subset sizes the configs ask for."""
   source = config.resolved_source
   name = config.name if source == "tfds" else os.path.expanduser(config.name)
-  if source == "idx":
-    folder = config.data_dir or FASHION_MNIST_DIR
-    where = [
-      os.path.join(folder, f"{prefix}-{kind}-ubyte{ext}")
-      for prefix in ("train", "t10k")
-      for kind in ("images-idx3", "labels-idx1")
-      for ext in (".gz", "")
-    ]
+  if source == "idx":  # the files, compressed or not (not their folder: a workdir
+    # made inside it would change the folder's time)
+    files = [f for split in idx.fashion_mnist_files(config.data_dir) for f in split]
+    where = [p for f in files for p in (f, f.removesuffix(".gz"))]
   else:
     where = [name]
   train, test, num_classes = _read(

@@ -45,16 +45,25 @@ def read_idx(path: str) -> np.ndarray:
   return body.reshape(dims)
 
 
-def load_fashion_mnist(data_dir: str = "") -> list[tuple[np.ndarray, np.ndarray]]:
-  """The official (train, test) (images uint8 [N, 28, 28, 1], labels int32 [N]) of the
-  IDX files of Debian's package (``dataset-fashion-mnist``), or of ``data_dir``."""
+def fashion_mnist_files(data_dir: str = "") -> list[list[str]]:
+  """The gzipped IDX files of Fashion-MNIST's (train, test) splits, each [images,
+  labels], in ``data_dir`` (default: Debian's package's folder); each may also stand
+  there uncompressed, without ``.gz``."""
   data_dir = data_dir or FASHION_MNIST_DIR
-  splits = []
-  for prefix in ("train", "t10k"):
-    paths = [
+  return [
+    [
       os.path.join(data_dir, f"{prefix}-{kind}-ubyte.gz")
       for kind in ("images-idx3", "labels-idx1")
     ]
+    for prefix in ("train", "t10k")
+  ]
+
+
+def load_fashion_mnist(data_dir: str = "") -> list[tuple[np.ndarray, np.ndarray]]:
+  """The official (train, test) (images uint8 [N, 28, 28, 1], labels int32 [N]) of the
+  IDX files of Debian's package (``dataset-fashion-mnist``), or of ``data_dir``."""
+  splits = []
+  for paths in fashion_mnist_files(data_dir):
     for p in paths:
       if not os.path.exists(p) and not os.path.exists(p[:-3]):
         raise DatasetNotFoundError(

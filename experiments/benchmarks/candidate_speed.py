@@ -180,7 +180,7 @@ def _environment(settings: list[str]) -> dict | None:
     if not sep:
       raise app.UsageError(f"--baseline_env/--env take NAME=VALUE, got {item!r}")
     env[name] = value
-    if not value and name != "XLA_FLAGS":
+    if not value:
       env.pop(name)
   return env
 

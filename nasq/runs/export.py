@@ -176,7 +176,8 @@ def export_workdir(
 
 # What an export writes beside its files: the fingerprint of its inputs and its result.
 RESULT = "export_result.json"
-# Raised when the export writes other files for the same inputs, so none is reused.
+# Increased whenever the export writes other files for the same inputs, so that no
+# export of an older format is reused.
 EXPORT_FORMAT = 1
 
 
@@ -255,8 +256,9 @@ def int4_export(
 ) -> dict[str, Any]:
   """The int4 flatbuffer of a model with <= 4-bit layers, and what it is measured to
   be against the int8 one: both run by LiteRT Micro on ``num_micro_test`` test
-  images (a seeded class-stratified draw) (0: all; its reference kernels take about 20 ms an image for a 20M-MAC
-  network), their arenas (measured, and the cost model's prediction) and bytes."""
+  images, a seeded class-stratified draw (0: all; its reference kernels take about
+  20 ms an image for a 20M-MAC network), their arenas (measured, and the cost model's
+  prediction) and bytes."""
   packed, _ = export_int4.to_int4(model, net)
   n = len(test) if num_micro_test <= 0 else min(num_micro_test, len(test))
   micro = data_lib.sample(test, n, CALIBRATION_SEED)  # stratified, not the first n

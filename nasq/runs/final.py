@@ -11,6 +11,7 @@ Raising ``final_seeds`` on a finished search trains only the missing seeds."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from pathlib import Path
@@ -136,7 +137,7 @@ def retrain_best(
   """
   chosen = promotion_lib.ranked_for_retraining(history, budget)[:num_final]
   path = workdir / "final.jsonl"
-  finished, pending = _finished(path), _pending(path)
+  finished, pending = _read_retrainings(path)
   evaluate = evaluate or FinalEvaluator(quant, data_config, train_config)
   retrain = _Retrainer(workdir, space, quant, evaluate)
   for rank, r in enumerate(chosen, 1):
@@ -158,7 +159,7 @@ def retrain_best(
 
 
 # A retraining that failed (out of memory, a killed worker) is tried again by the next
-# run, once: this many lines of one (record, replicate) in all.
+# call, once: this many lines of one (record, replicate) in all.
 MAX_ATTEMPTS = 2
 
 
@@ -167,26 +168,27 @@ def _finished(path: Path) -> dict[tuple[int, int], dict[str, Any]]:
   last line; a cut last line (a killed writer's) is dropped and reruns
   (``record.read``). Lines written before replicates existed are replicate 0, at the
   record's seed."""
-  return {(d["index"], d.get("replicate", 0)): d for d in record.read(path)}
+  return _read_retrainings(path)[0]
 
 
-def _pending(path: Path):
-  """Whether a (record index, replicate) of ``path`` is still to train: never tried, or
-  failed on fewer than ``MAX_ATTEMPTS`` tries."""
+def _read_retrainings(path: Path):
+  """(``_finished``, ``pending``) from one read of ``path``: ``pending(key)`` says
+  whether a (record index, replicate) is still to train, never tried or failed on
+  fewer than ``MAX_ATTEMPTS`` tries (``_retry``)."""
   lines = record.read(path)
-  tries: dict[tuple[int, int], int] = {}
-  last: dict[tuple[int, int], str] = {}
-  for d in lines:
-    key = (d["index"], d.get("replicate", 0))
-    tries[key] = tries.get(key, 0) + 1
-    last[key] = d["status"]
+  key = lambda d: (d["index"], d.get("replicate", 0))
+  finished = {key(d): d for d in lines}
+  tries = collections.Counter(key(d) for d in lines)
 
-  def pending(key: tuple[int, int]) -> bool:
-    if key not in tries:
-      return True
-    return last[key] != STATUS_OK and tries[key] < MAX_ATTEMPTS
+  def pending(k: tuple[int, int]) -> bool:
+    return k not in finished or _retry(finished[k]["status"], tries[k])
 
-  return pending
+  return finished, pending
+
+
+def _retry(status: str, tries: int) -> bool:
+  """Whether a retraining whose last of ``tries`` ended with ``status`` trains again."""
+  return status != STATUS_OK and tries < MAX_ATTEMPTS
 
 
 RETRAINED = "retrained.jsonl"
@@ -214,7 +216,7 @@ def retrain_records(
   compare with the finalists and the reference. Lines go to ``retrained.jsonl``, never
   to ``final.jsonl``, so what the search delivered is unchanged; a rerun trains only
   the missing (record, seed) pairs. Returns one summary per record (mean and seeds)."""
-  finished, pending = _finished(workdir / RETRAINED), _pending(workdir / RETRAINED)
+  finished, pending = _read_retrainings(workdir / RETRAINED)
   retrain = _Retrainer(workdir, space, quant, evaluate, RETRAINED)
   for rank, r in enumerate(records, 1):
     for k in range(max(int(num_seeds), 1)):
@@ -354,7 +356,7 @@ def retrain_reference(
   for k in range(num_seeds):
     old = replicates[k] if k < len(replicates) else None
     tries = old.get("attempts", 1) if old else 0
-    if old and (old["status"] == STATUS_OK or tries >= MAX_ATTEMPTS):
+    if old and not _retry(old["status"], tries):
       continue  # done, or failed on its last allowed try
     s = replicate_seed(seed, k)
     print(

@@ -89,9 +89,8 @@ def retrain_chosen(
       chosen = successful_records(history, records)
     seeds = int(num_seeds) or int(config.final_seeds)
     dataset = data_lib.load_dataset(settings.final_data)
-    space = make_space(
-      settings_lib.for_dataset(settings, dataset).space
-    )  # as the search's
+    # The space as the search's: it takes the data's image shape and classes.
+    space = make_space(settings_lib.for_dataset(settings, dataset).space)
     evaluate = final.FinalEvaluator(
       settings.quantization, settings.final_data, settings.final_train, dataset
     )

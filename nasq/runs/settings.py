@@ -19,22 +19,13 @@ from nasq.quant import QuantConfig, check_bits
 from nasq.runs.config import from_config, space_from_config
 from nasq.spaces import SpaceConfig
 
-# What says which data a section is.
-DATA_IDENTITY = (
-  "name",
-  "source",
-  "data_dir",
-  "download",
-  "image_size",
-  "channels",
-  "test_fraction",
-  "seed",
-)
-# What ``final_data`` takes from ``data`` unless its ``name`` is set: the data, and its
-# validation size (the retraining trains on training + validation, so this only keeps
-# a user's small data from failing on final_data's default). Its train_size and
-# test_size stay its own (by default all of them).
-FOLLOWED = (*DATA_IDENTITY, "val_size")
+# What says which data a section reads.
+WHICH_DATA = ("name", "source", "data_dir", "download", "image_size", "channels")
+# What ``final_data`` takes from ``data`` unless its ``name`` is set: the data, how its
+# test split is carved, its seed, and its validation size (the retraining trains on
+# training + validation, so this only keeps a user's small data from failing on
+# final_data's default). Its train_size and test_size stay its own (by default all).
+FOLLOWED = (*WHICH_DATA, "test_fraction", "seed", "val_size")
 
 
 def resolve_data_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -44,8 +35,8 @@ def resolve_data_sections(config: ml_collections.ConfigDict) -> ml_collections.C
   workdir's config.json records the resolved sections."""
   config = config.copy_and_resolve_references()
   if not config.final_data.name:
-    default = data_lib.DataConfig()
-    for field in FOLLOWED[1:]:
+    default = data_lib.DataConfig(name="")  # the final_data section's default
+    for field in FOLLOWED:
       value = config.final_data[field]
       if value != getattr(default, field) and value != config.data[field]:
         raise ValueError(
@@ -62,7 +53,8 @@ def resolve_data_sections(config: ml_collections.ConfigDict) -> ml_collections.C
 def other_final_data(settings: SearchSettings) -> str | None:
   """A sentence saying that the retraining uses other data than the search, or None."""
   data, final = settings.data, settings.final_data
-  differ = [f for f in DATA_IDENTITY[:-1] if getattr(data, f) != getattr(final, f)]
+  fields = (*WHICH_DATA, "test_fraction")
+  differ = [f for f in fields if getattr(data, f) != getattr(final, f)]
   if not differ:
     return None
   return (
@@ -77,7 +69,7 @@ def check_one_test_split(settings: SearchSettings, dataset: data_lib.Dataset) ->
   (``data.test_fraction``); the retraining, on the same data, must hold out the same
   examples, or the final figure would count images the search trained on."""
   data, final = settings.data, settings.final_data
-  same = all(getattr(data, f) == getattr(final, f) for f in DATA_IDENTITY[:6])
+  same = all(getattr(data, f) == getattr(final, f) for f in WHICH_DATA)
   if dataset.test_carved and same and data.test_fraction != final.test_fraction:
     raise ValueError(
       f"data.test_fraction={data.test_fraction} and final_data.test_fraction="
@@ -155,8 +147,8 @@ def for_dataset(settings: SearchSettings, dataset: data_lib.Dataset) -> SearchSe
 
 
 __all__ = [
-  "DATA_IDENTITY",
   "FOLLOWED",
+  "WHICH_DATA",
   "SearchSettings",
   "check_one_test_split",
   "for_dataset",
